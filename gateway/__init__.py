@@ -1,0 +1,3 @@
+"""Presigned-upload gateway with per-tenant storage quotas."""
+
+__version__ = "0.1.0"

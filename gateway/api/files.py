@@ -1,0 +1,34 @@
+"""Deleting and downloading stored files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, post
+
+from gateway.api.body import strict_body
+
+from gateway.models import Detail, DownloadRequest, DownloadResponse, FileRef
+from gateway.uploads import UploadService
+
+
+class FileController(Controller):
+    path = "/api/storage"
+    tags = ["files"]
+
+    @delete("/files/", operation_id="deleteFile", status_code=200)
+    async def delete_file(
+        self, request: Request[Any, Any, Any], project_id: str, data: FileRef,
+        uploads: UploadService,
+    ) -> Detail:
+        body = await strict_body(request, FileRef)
+        await uploads.delete_file(project_id, body.file_path)
+        return Detail(detail="File deleted successfully")
+
+    @post("/download/", operation_id="createDownload", status_code=200)
+    async def download(
+        self, request: Request[Any, Any, Any], project_id: str, data: DownloadRequest,
+        uploads: UploadService,
+    ) -> DownloadResponse:
+        body = await strict_body(request, DownloadRequest)
+        return await uploads.download(project_id, body)

@@ -1,0 +1,68 @@
+"""Upload URLs and their lifecycle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.params import Parameter
+
+from gateway import auth
+from gateway.errors import ValidationFailed
+from gateway.api.body import strict_body
+from gateway.models import UploadRequest, UploadResponse, UploadStatus
+from gateway.uploads import UploadService
+
+UploadId = Annotated[str, Parameter(pattern=r"^upl_[0-9a-f]{24}$", description="upl_… id")]
+
+
+class UploadController(Controller):
+    path = "/api/storage"
+    tags = ["uploads"]
+
+    @post(
+        "/upload/",
+        operation_id="createUpload",
+        status_code=200,
+        summary="Ask for a presigned upload",
+    )
+    async def create_upload(
+        self,
+        request: Request[Any, Any, Any],
+        data: UploadRequest,
+        uploads: UploadService,
+        idempotency_key: Annotated[
+            str | None, Parameter(header="Idempotency-Key", required=False, max_length=255)
+        ] = None,
+    ) -> UploadResponse:
+        # Authentication is folded into the upload path's first query (one round trip).
+        presented = auth.parse_bearer(request.headers.get("authorization"))
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise ValidationFailed("Idempotency-Key must not be empty")
+        metrics = request.app.state.metrics
+        try:
+            body = await strict_body(request, UploadRequest)
+            response = await uploads.request_upload(presented, body, idempotency_key)
+        except Exception as exc:
+            metrics.uploads.labels(getattr(exc, "code", "error")).inc()
+            raise
+        metrics.uploads.labels("admitted").inc()
+        return response
+
+    @get("/uploads/{upload_id:str}/", operation_id="getUpload")
+    async def get_upload(
+        self, project_id: str, upload_id: UploadId, uploads: UploadService
+    ) -> UploadStatus:
+        return await uploads.status(project_id, upload_id)
+
+    @post("/uploads/{upload_id:str}/complete/", operation_id="completeUpload", status_code=200)
+    async def complete_upload(
+        self, project_id: str, upload_id: UploadId, uploads: UploadService
+    ) -> UploadStatus:
+        return await uploads.complete(project_id, upload_id)
+
+    @delete("/uploads/{upload_id:str}/", operation_id="cancelUpload", status_code=200)
+    async def cancel_upload(
+        self, project_id: str, upload_id: UploadId, uploads: UploadService
+    ) -> UploadStatus:
+        return await uploads.cancel(project_id, upload_id)

@@ -1,0 +1,134 @@
+"""create_app(settings) -> Litestar: the one place things are wired."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+
+from gateway import __version__
+from gateway.api.deps import DEPENDENCIES
+from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.api.files import FileController
+from gateway.api.health import HealthController
+from gateway.api.tenants import TenantController
+from gateway.api.uploads import UploadController
+from gateway.config import Settings
+from gateway.db import create_database
+from gateway.errors import UnsupportedMediaType
+from gateway.ledger import Ledger
+from gateway.observability import Metrics, RequestContextMiddleware, configure_logging
+from gateway.projects import ProjectService
+from gateway.quota import QuotaStore, create_redis
+from gateway.storage.presigner import BotocoreCredentialSource, S3Presigner
+from gateway.storage.s3 import S3ObjectStore
+from gateway.tenants import TenantService
+from gateway.uploads import PostgresReservationSource, UploadService
+
+log = structlog.get_logger(__name__)
+
+_JSON_TYPES = ("application/json", "text/plain")  # text/plain: SNS posts JSON as text
+
+
+async def _require_json(request: Request[Any, Any, Any]) -> None:
+    if request.method not in ("POST", "PATCH", "PUT", "DELETE"):
+        return
+    ctype = request.headers.get("content-type")
+    if ctype is None:
+        return
+    main = ctype.split(";", 1)[0].strip().lower()
+    if main in _JSON_TYPES or main.endswith("+json"):
+        return
+    if request.method == "DELETE" and not request.headers.get("content-length"):
+        return
+    raise UnsupportedMediaType(f"Send the request body as application/json, not {main!r}")
+
+
+def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state = app.state
+        db = create_database(settings)
+        await db.open()
+        redis = create_redis(settings)
+        store = S3ObjectStore(settings)
+        await store.open()
+        quota = QuotaStore(redis, PostgresReservationSource(db), retry_after=settings.retry_after)
+        presigner = S3Presigner(
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            endpoint_url=settings.presign_endpoint_url,
+            addressing=settings.s3_addressing,
+            credentials=BotocoreCredentialSource(store.botocore_credentials()),
+        )
+        ledger = Ledger(db, quota, store, oversize_policy=settings.oversize_policy)
+        state.db, state.redis, state.store, state.quota = db, redis, store, quota
+        state.presigner, state.ledger = presigner, ledger
+        state.uploads = UploadService(settings, db, quota, presigner, store, ledger)
+        state.tenants = TenantService(db, store, ledger, max_file_size=settings.max_file_size)
+        state.projects = ProjectService(db)
+        tasks: list[asyncio.Task[None]] = []
+        if settings.sweep_interval > 0:
+            tasks.append(asyncio.create_task(state.uploads.run_sweeper(settings.sweep_interval)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await store.close()
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+            await db.close()
+
+    configure_logging(settings)
+    return Litestar(
+        route_handlers=[
+            UploadController,
+            TenantController,
+            FileController,
+            HealthController,
+            *(extra_route_handlers or []),
+        ],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_request=_require_json,
+        lifespan=[lifespan],
+        state=State({"settings": settings, "metrics": metrics}),
+        middleware=[DefineMiddleware(RequestContextMiddleware, metrics=metrics)],
+        openapi_config=OpenAPIConfig(
+            title="Upload gateway",
+            version=__version__,
+            description="Presigned uploads with per-tenant storage quotas.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+        logging_config=None,
+    )
+
+
+def static_router() -> Any:
+    from importlib.resources import files
+
+    return create_static_files_router(
+        path="/static", directories=[str(files("gateway").joinpath("static"))], name="static"
+    )
+
+
+__all__ = ["CORSConfig", "create_app", "static_router"]

@@ -1,0 +1,283 @@
+"""The ``gateway`` command: serve, migrate, dev, projects, keys, events, reservations,
+tenants."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from litestar import Litestar
+
+from gateway.config import ConfigError, Settings
+from gateway.errors import GatewayError
+
+T = TypeVar("T")
+
+
+def app_from_env() -> Litestar:
+    """Factory for uvicorn (``--workers`` needs an import string)."""
+    from gateway.app import create_app
+
+    return create_app(Settings.from_env())
+
+
+def _byte_count(raw: str) -> int | None:
+    if raw.lower() in ("none", "null", "unlimited"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of bytes or 'none', got {raw!r}"
+        ) from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2^63-1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP server")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--workers", type=int, default=1)
+
+    sub.add_parser("migrate", help="create the database if missing and apply migrations")
+
+    d = sub.add_parser("dev", help="embedded defaults: local Postgres/Redis, in-process S3")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--s3-port", type=int, default=0, help="in-process S3 port (0 = any free)")
+
+    projects = sub.add_parser("projects", help="manage projects").add_subparsers(
+        dest="action", required=True
+    )
+    pc = projects.add_parser("create", help="create a project and its first API key")
+    pc.add_argument("name")
+    pu = projects.add_parser("update", help="change a project's limits")
+    pu.add_argument("project_id")
+    pu.add_argument("--name")
+    for sp in (pc, pu):
+        sp.add_argument("--max-file-size", type=_byte_count, default=argparse.SUPPRESS)
+        sp.add_argument(
+            "--storage-limit",
+            type=_byte_count,
+            default=argparse.SUPPRESS,
+            help="cap for all the project's tenants together ('none' = unlimited)",
+        )
+        sp.add_argument(
+            "--default-tenant-limit",
+            type=_byte_count,
+            default=argparse.SUPPRESS,
+            help="limit of tenants with no PATCHed limit ('none' = unlimited)",
+        )
+        sp.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    kc = keys.add_parser("create", help="create another key for a project")
+    kc.add_argument("project_id")
+    kc.add_argument("--json", action="store_true")
+    kr = keys.add_parser("revoke", help="revoke a key (401 on the next request)")
+    kr.add_argument("key_id")
+
+    events = sub.add_parser("events", help="S3 event ingestion").add_subparsers(
+        dest="action", required=True
+    )
+    ep = events.add_parser("poll-sqs", help="consume S3 events from an SQS queue")
+    ep.add_argument("--queue-url", required=True)
+
+    res = sub.add_parser("reservations", help="reservations").add_subparsers(
+        dest="action", required=True
+    )
+    res.add_parser("sweep", help="free reservations past expires_at + grace")
+
+    tenants = sub.add_parser("tenants", help="tenants").add_subparsers(dest="action", required=True)
+    tr = tenants.add_parser("recalculate", help="rescan tenants' objects in S3, rebuild usage")
+    tr.add_argument("tenant_id", nargs="?")
+    tr.add_argument("--all", action="store_true")
+    tr.add_argument("--project", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from gateway.observability import configure_logging
+
+    configure_logging(settings)
+    try:
+        return _dispatch(args, settings)
+    except GatewayError as exc:
+        print(f"gateway: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    if cmd == "serve":
+        return _serve(settings, args.host, args.port, args.workers)
+    if cmd == "migrate":
+        from gateway.db.migrate import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"migrations applied: {applied or 'none (up to date)'}")
+        return 0
+    if cmd == "dev":
+        from gateway.dev import run_dev
+
+        return run_dev(settings, host=args.host, port=args.port, s3_port=args.s3_port)
+    if cmd == "projects":
+        return asyncio.run(_projects(settings, args))
+    if cmd == "keys":
+        return asyncio.run(_keys(settings, args))
+    if cmd == "reservations":
+        return asyncio.run(_with_services(settings, _sweep))
+    if cmd == "tenants":
+        return asyncio.run(_with_services(settings, lambda s: _recalculate(s, args)))
+    if cmd == "events":
+        from gateway.events.sqs import run_poller
+
+        return asyncio.run(run_poller(settings, args.queue_url))
+    raise AssertionError(cmd)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    if workers > 1:
+        uvicorn.run(
+            "gateway.cli:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+    else:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    return 0
+
+
+async def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from gateway.db import create_database
+
+    db = create_database(settings)
+    try:
+        return await fn(db)
+    finally:
+        await db.close()
+
+
+async def _projects(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.projects import ProjectService
+
+    limits = {
+        k: getattr(args, k)
+        for k in ("max_file_size", "storage_limit", "default_tenant_limit")
+        if hasattr(args, k)
+    }
+
+    async def run(db: Any) -> int:
+        service = ProjectService(db)
+        if args.action == "create":
+            created = await service.create(args.name, **limits)
+            out = {
+                "project_id": created.project_id,
+                "key_id": created.key_id,
+                "api_key": created.api_key,
+            }
+            if args.json:
+                print(json.dumps(out))
+            else:
+                print(f"project {created.project_id} ({created.name})")
+                print(f"api key (shown only now): {created.api_key}")
+            return 0
+        row = await service.update(args.project_id, name=args.name, **limits)
+        if args.json:
+            print(json.dumps({k: v for k, v in row.items() if not hasattr(v, "isoformat")}))
+        else:
+            print(f"project {row['id']} updated")
+        return 0
+
+    return await _with_db(settings, run)
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.projects import ProjectService
+
+    async def run(db: Any) -> int:
+        service = ProjectService(db)
+        if args.action == "create":
+            key_id, api_key = await service.create_key(args.project_id)
+            if args.json:
+                print(json.dumps({"key_id": key_id, "api_key": api_key}))
+            else:
+                print(f"key {key_id}\napi key (shown only now): {api_key}")
+            return 0
+        await service.revoke_key(args.key_id)
+        print(f"key {args.key_id} revoked")
+        return 0
+
+    return await _with_db(settings, run)
+
+
+async def _with_services(settings: Settings, fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Runs fn with the app's services, wired by the app's own lifespan."""
+    from gateway.app import create_app
+
+    app = create_app(settings.__class__(**{**_asdict(settings), "sweep_interval": 0.0}))
+    async with app.lifespan():
+        return await fn(app.state)
+
+
+def _asdict(settings: Settings) -> dict[str, Any]:
+    return {f: getattr(settings, f) for f in settings.__struct_fields__}
+
+
+async def _sweep(state: Any) -> int:
+    freed = await state.uploads.sweep()
+    print(f"reservations freed: {freed}")
+    return 0
+
+
+async def _recalculate(state: Any, args: argparse.Namespace) -> int:
+    from gateway.db import Q
+
+    if args.all == bool(args.tenant_id):
+        print("gateway: give a TENANT_ID or --all", file=sys.stderr)
+        return 2
+    tenant_ids = (
+        [r["tenant_id"] for r in await state.db.fetch(Q.tenant_ids, args.project)]
+        if args.all
+        else [args.tenant_id]
+    )
+    for tenant_id in tenant_ids:
+        result = await state.tenants.recalculate(args.project, tenant_id)
+        print(
+            json.dumps(
+                {
+                    "tenant_id": tenant_id,
+                    "storage_used_bytes": result.storage_used_bytes,
+                    "drift_bytes": result.drift_bytes,
+                    "drift_files": result.drift_files,
+                }
+            )
+        )
+    return 0

@@ -1,0 +1,6 @@
+"""Postgres access: the pool, named queries and driver-error mapping."""
+
+from gateway.db.pool import Database, create_database
+from gateway.db.queries import Q
+
+__all__ = ["Database", "Q", "create_database"]

@@ -1,0 +1,256 @@
+-- Named queries, loaded once by gateway.db.queries. Parameters are $n only.
+
+-- name: get_api_key
+SELECT k.id, k.project_id, k.secret_hash
+FROM api_keys k
+WHERE k.id = $1 AND k.revoked_at IS NULL;
+
+-- name: upload_context
+-- One round trip for the upload path: the key, its project and the tenant (if any).
+SELECT k.secret_hash, k.project_id,
+       p.max_file_size_bytes, p.storage_limit_bytes AS project_limit,
+       p.default_tenant_limit_bytes, p.storage_used_bytes AS project_used,
+       p.usage_version AS project_version,
+       t.tenant_id IS NOT NULL AS tenant_exists, t.limit_set,
+       t.storage_limit_bytes AS tenant_limit, t.storage_used_bytes AS tenant_used,
+       t.usage_version AS tenant_version
+FROM api_keys k
+JOIN projects p ON p.id = k.project_id
+LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = $2
+WHERE k.id = $1 AND k.revoked_at IS NULL;
+
+-- name: insert_project
+INSERT INTO projects (id, name, max_file_size_bytes, storage_limit_bytes, default_tenant_limit_bytes)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING *;
+
+-- name: get_project
+SELECT * FROM projects WHERE id = $1;
+
+-- name: get_project_by_name
+SELECT * FROM projects WHERE name = $1;
+
+-- name: update_project
+-- $3..$5 are applied only where the matching $6..$8 flag is true.
+UPDATE projects SET
+    name = COALESCE($2, name),
+    max_file_size_bytes = CASE WHEN $6 THEN $3 ELSE max_file_size_bytes END,
+    storage_limit_bytes = CASE WHEN $7 THEN $4 ELSE storage_limit_bytes END,
+    default_tenant_limit_bytes = CASE WHEN $8 THEN $5 ELSE default_tenant_limit_bytes END,
+    updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, project_id, secret_hash) VALUES ($1, $2, $3)
+RETURNING id, project_id, created_at;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
+RETURNING id, project_id;
+
+-- name: list_api_keys
+SELECT id, project_id, created_at, revoked_at FROM api_keys WHERE project_id = $1 ORDER BY created_at;
+
+-- name: get_tenant_usage
+SELECT t.tenant_id, t.email, t.plan, t.storage_used_bytes, t.total_files,
+       CASE WHEN t.limit_set THEN t.storage_limit_bytes ELSE p.default_tenant_limit_bytes END
+           AS storage_limit_bytes,
+       COALESCE((SELECT sum(u.declared_size) FROM uploads u
+                 WHERE u.project_id = t.project_id AND u.tenant_id = t.tenant_id
+                   AND u.status = 'pending'), 0)::bigint AS storage_reserved_bytes
+FROM tenants t JOIN projects p ON p.id = t.project_id
+WHERE t.project_id = $1 AND t.tenant_id = $2;
+
+-- name: set_tenant_limit
+-- Creates the tenant if needed. Returns whether it was created.
+INSERT INTO tenants (project_id, tenant_id, limit_set, storage_limit_bytes, plan)
+VALUES ($1, $2, true, $3, $4)
+ON CONFLICT (project_id, tenant_id) DO UPDATE
+    SET limit_set = true, storage_limit_bytes = EXCLUDED.storage_limit_bytes,
+        plan = COALESCE(EXCLUDED.plan, tenants.plan), updated_at = now()
+RETURNING (xmax = 0) AS created;
+
+-- name: list_tenants
+-- $2 over_limit filter (NULL = any), $3 min percentage (NULL = any),
+-- $4 order column, $5 offset, $6 limit.
+WITH u AS (
+    SELECT t.tenant_id, t.email, t.plan, t.storage_used_bytes, t.total_files,
+           CASE WHEN t.limit_set THEN t.storage_limit_bytes ELSE p.default_tenant_limit_bytes END
+               AS storage_limit_bytes,
+           COALESCE(r.reserved, 0)::bigint AS storage_reserved_bytes
+    FROM tenants t
+    JOIN projects p ON p.id = t.project_id
+    LEFT JOIN (SELECT tenant_id, sum(declared_size) AS reserved FROM uploads
+               WHERE project_id = $1 AND status = 'pending' GROUP BY tenant_id) r
+           ON r.tenant_id = t.tenant_id
+    WHERE t.project_id = $1
+), f AS (
+    SELECT u.*,
+           CASE WHEN storage_limit_bytes IS NULL THEN NULL
+                WHEN storage_limit_bytes = 0 THEN
+                     CASE WHEN storage_used_bytes > 0 THEN 100.0 ELSE 0.0 END
+                ELSE storage_used_bytes * 100.0 / storage_limit_bytes END AS pct
+    FROM u
+)
+SELECT f.*, count(*) OVER () AS total_count
+FROM f
+WHERE ($2::boolean IS NULL
+       OR $2 = (storage_limit_bytes IS NOT NULL AND storage_used_bytes > storage_limit_bytes))
+  AND ($3::float8 IS NULL OR (pct IS NOT NULL AND pct >= $3))
+ORDER BY
+    CASE WHEN $4 = 'storage_used_bytes' THEN storage_used_bytes END ASC,
+    CASE WHEN $4 = '-storage_used_bytes' THEN storage_used_bytes END DESC,
+    CASE WHEN $4 = 'percentage_used' THEN pct END ASC NULLS FIRST,
+    CASE WHEN $4 = '-percentage_used' THEN pct END DESC NULLS LAST,
+    CASE WHEN $4 = '-tenant_id' THEN tenant_id END DESC,
+    tenant_id ASC
+OFFSET $5 LIMIT $6;
+
+-- name: project_usage
+SELECT p.id AS project_id, p.name, p.storage_used_bytes, p.total_files,
+       p.storage_limit_bytes, p.default_tenant_limit_bytes, p.max_file_size_bytes,
+       (SELECT count(*) FROM tenants t WHERE t.project_id = p.id) AS total_tenants,
+       COALESCE((SELECT sum(declared_size) FROM uploads u
+                 WHERE u.project_id = p.id AND u.status = 'pending'), 0)::bigint
+           AS storage_reserved_bytes
+FROM projects p WHERE p.id = $1;
+
+-- name: insert_upload
+-- Creates the tenant on first use (no lock on an existing tenant row), then the
+-- pending upload. No row is returned when the idempotency key was used before.
+WITH new_tenant AS (
+    INSERT INTO tenants (project_id, tenant_id, email) VALUES ($2, $3, $4)
+    ON CONFLICT (project_id, tenant_id) DO NOTHING
+    RETURNING tenant_id
+)
+INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type, method,
+                     declared_size, checksum_sha256, idempotency_key, request_hash,
+                     created_at, expires_at)
+VALUES ($1, $2, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING (SELECT count(*) FROM new_tenant) > 0 AS is_new_tenant;
+
+-- name: set_tenant_email
+UPDATE tenants SET email = $3, updated_at = now()
+WHERE project_id = $1 AND tenant_id = $2 AND email IS DISTINCT FROM $3;
+
+-- name: get_upload_by_idempotency_key
+SELECT * FROM uploads WHERE project_id = $1 AND idempotency_key = $2;
+
+-- name: release_idempotency_key
+UPDATE uploads SET idempotency_key = NULL WHERE project_id = $1 AND idempotency_key = $2;
+
+-- name: delete_upload
+DELETE FROM uploads WHERE id = $1 AND status = 'pending';
+
+-- name: get_upload
+SELECT * FROM uploads WHERE id = $1 AND project_id = $2;
+
+-- name: pending_for_tenant
+SELECT id, declared_size FROM uploads
+WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending';
+
+-- name: pending_for_project
+SELECT id, declared_size FROM uploads WHERE project_id = $1 AND status = 'pending';
+
+-- name: usage_versions
+SELECT t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,
+       p.storage_used_bytes AS project_used, p.usage_version AS project_version
+FROM projects p LEFT JOIN tenants t ON t.project_id = p.id AND t.tenant_id = $2
+WHERE p.id = $1;
+
+-- name: finish_upload
+-- Moves a pending upload to a final state; returns it only if it was pending.
+UPDATE uploads SET status = $3, settled_at = now()
+WHERE id = $1 AND project_id = $2 AND status = 'pending'
+RETURNING *;
+
+-- name: expire_uploads
+-- Claims a batch of expired reservations; SKIP LOCKED keeps replicas apart.
+UPDATE uploads SET status = 'expired', settled_at = now()
+WHERE id IN (
+    SELECT id FROM uploads
+    WHERE status = 'pending' AND expires_at < now() - make_interval(secs => $1)
+    ORDER BY expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, project_id, tenant_id, declared_size;
+
+-- name: uploads_by_ids
+SELECT id, status FROM uploads WHERE id = ANY($1::text[]);
+
+-- name: lock_objects
+SELECT object_key, project_id, tenant_id, upload_id, size_bytes, etag, version_id,
+       present, sequencer, event_time
+FROM objects WHERE object_key = ANY($1::text[])
+ORDER BY object_key
+FOR UPDATE;
+
+-- name: upsert_objects
+INSERT INTO objects (object_key, project_id, tenant_id, upload_id, size_bytes, etag,
+                     version_id, present, sequencer, event_time, updated_at)
+SELECT * , now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                             $6::text[], $7::text[], $8::boolean[], $9::text[],
+                             $10::timestamptz[])
+ON CONFLICT (object_key) DO UPDATE SET
+    upload_id = COALESCE(EXCLUDED.upload_id, objects.upload_id),
+    size_bytes = EXCLUDED.size_bytes, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
+    present = EXCLUDED.present, sequencer = EXCLUDED.sequencer,
+    event_time = EXCLUDED.event_time, updated_at = now();
+
+-- name: ensure_tenants
+INSERT INTO tenants (project_id, tenant_id)
+SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT (project_id, tenant_id) DO NOTHING;
+
+-- name: existing_projects
+SELECT id FROM projects WHERE id = ANY($1::text[]);
+
+-- name: apply_tenant_deltas
+UPDATE tenants t SET
+    storage_used_bytes = t.storage_used_bytes + d.bytes,
+    total_files = t.total_files + d.files,
+    usage_version = t.usage_version + 1,
+    updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS d(project_id, tenant_id, bytes, files)
+WHERE t.project_id = d.project_id AND t.tenant_id = d.tenant_id
+RETURNING t.project_id, t.tenant_id, t.storage_used_bytes, t.usage_version;
+
+-- name: apply_project_deltas
+UPDATE projects p SET
+    storage_used_bytes = p.storage_used_bytes + d.bytes,
+    total_files = p.total_files + d.files,
+    usage_version = p.usage_version + 1,
+    updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(project_id, bytes, files)
+WHERE p.id = d.project_id
+RETURNING p.id AS project_id, p.storage_used_bytes, p.usage_version;
+
+-- name: settle_uploads
+-- Settles pending uploads whose object arrived: $3 are the new statuses.
+UPDATE uploads u SET status = d.status, actual_size = d.actual, flagged = d.flagged,
+                     settled_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[])
+     AS d(id, actual, status, flagged)
+WHERE u.id = d.id AND u.status = 'pending'
+RETURNING u.id, u.project_id, u.tenant_id, u.declared_size, u.status;
+
+-- name: get_present_object
+SELECT object_key, project_id, tenant_id, upload_id, size_bytes
+FROM objects WHERE object_key = $1 AND project_id = $2 AND present;
+
+-- name: tenant_objects
+SELECT object_key, size_bytes, etag, present, sequencer, event_time
+FROM objects WHERE project_id = $1 AND tenant_id = $2;
+
+-- name: set_tenant_usage
+-- Recalculate: overwrite the tenant's usage with the rescanned truth.
+UPDATE tenants SET storage_used_bytes = $3, total_files = $4,
+                   usage_version = usage_version + 1, updated_at = now()
+WHERE project_id = $1 AND tenant_id = $2
+RETURNING storage_used_bytes, usage_version;
+
+-- name: tenant_ids
+SELECT tenant_id FROM tenants WHERE project_id = $1 ORDER BY tenant_id;

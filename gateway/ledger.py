@@ -1,0 +1,345 @@
+"""The object ledger: one apply step for every change to what is stored.
+
+S3 events (webhook and SQS), ``complete`` (a HEAD on S3) and API deletes all become
+``ObjectChange``s applied here in one transaction per batch: the ledger rows, the
+tenants' and projects' usage, and the settlement of pending uploads. Then Redis is
+brought in step (usage at its version; reservations that ended are released).
+
+Ordering per key: by S3 ``sequencer`` when both sides have one, else by event time
+(ties apply, which is harmless because applying the same state twice changes
+nothing). A removed object stays as a tombstone so that older events arriving late
+cannot bring it back.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+
+from gateway.db import Database, Q
+from gateway.quota import QuotaStore, UsageAt
+from gateway.storage.base import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+
+class ChangeKind(enum.Enum):
+    CREATED = "created"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectChange:
+    kind: ChangeKind
+    key: str
+    event_time: datetime
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    sequencer: str | None = None  # already normalised for comparison
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    project_id: str
+    tenant_id: str
+    upload_id: str | None
+
+
+def parse_object_key(key: str) -> KeyParts | None:
+    """``{project}/{tenant}/{upload}/{filename}``; objects written by other means
+    under ``{project}/{tenant}/`` still belong to that tenant."""
+    parts = key.split("/", 3)
+    if len(parts) < 3 or not parts[0].startswith("prj_") or not parts[1] or not parts[2]:
+        return None
+    upload = parts[2] if len(parts) == 4 and parts[2].startswith("upl_") else None
+    return KeyParts(parts[0], parts[1], upload)
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    stale: int = 0
+    ignored: int = 0
+    settled: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # object keys deleted by policy
+
+
+@dataclass
+class _Row:
+    project_id: str
+    tenant_id: str
+    upload_id: str | None
+    size: int
+    etag: str | None
+    version_id: str | None
+    present: bool
+    sequencer: str | None
+    event_time: datetime
+
+
+def _newer(change: ObjectChange, row: _Row | None) -> bool:
+    if row is None:
+        return True
+    if change.sequencer is not None and row.sequencer is not None:
+        return change.sequencer > row.sequencer
+    return change.event_time >= row.event_time
+
+
+class Ledger:
+    def __init__(
+        self,
+        db: Database,
+        quota: QuotaStore,
+        store: ObjectStore,
+        *,
+        oversize_policy: Literal["reject", "keep"] = "reject",
+    ) -> None:
+        self.db = db
+        self.quota = quota
+        self.store = store
+        self.oversize_policy = oversize_policy
+
+    async def apply(
+        self, changes: Sequence[ObjectChange], *, cancel_pending: bool = False
+    ) -> ApplyResult:
+        """Applies a batch. ``cancel_pending``: a removal also cancels the key's pending
+        upload (API deletes), instead of leaving it to expire."""
+        result = ApplyResult()
+        by_key: dict[str, list[ObjectChange]] = defaultdict(list)
+        parts: dict[str, KeyParts] = {}
+        for ch in changes:
+            kp = parse_object_key(ch.key)
+            if kp is None:
+                result.ignored += 1
+                continue
+            parts[ch.key] = kp
+            by_key[ch.key].append(ch)
+        if not by_key:
+            return result
+
+        touched: set[tuple[str, str]] = set()
+        release: dict[tuple[str, str], list[str]] = defaultdict(list)
+        tenant_usage: dict[tuple[str, str], UsageAt] = {}
+        project_usage: dict[str, UsageAt] = {}
+        to_delete: list[str] = []
+
+        async with self.db.transaction() as conn:
+            known = {
+                r["id"]
+                for r in await conn.fetch(
+                    Q.existing_projects, sorted({p.project_id for p in parts.values()})
+                )
+            }
+            for key in [k for k in by_key if parts[k].project_id not in known]:
+                result.ignored += len(by_key.pop(key))
+            if not by_key:
+                return result
+            pairs = sorted({(parts[k].project_id, parts[k].tenant_id) for k in by_key})
+            await conn.execute(Q.ensure_tenants, [p for p, _ in pairs], [t for _, t in pairs])
+            rows: dict[str, _Row] = {
+                r["object_key"]: _Row(
+                    r["project_id"],
+                    r["tenant_id"],
+                    r["upload_id"],
+                    r["size_bytes"],
+                    r["etag"],
+                    r["version_id"],
+                    r["present"],
+                    r["sequencer"],
+                    r["event_time"],
+                )
+                for r in await conn.fetch(Q.lock_objects, sorted(by_key))
+            }
+            upload_ids = sorted({u for k in by_key if (u := parts[k].upload_id)})
+            uploads = (
+                {
+                    r["id"]: r
+                    for r in await conn.fetch(
+                        "SELECT id, project_id, tenant_id, declared_size, status FROM uploads"
+                        " WHERE id = ANY($1::text[]) FOR UPDATE",
+                        upload_ids,
+                    )
+                }
+                if upload_ids
+                else {}
+            )
+
+            t_delta: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+            settle: dict[str, tuple[int, str, bool]] = {}
+            changed: dict[str, _Row] = {}
+            for key, key_changes in by_key.items():
+                kp = parts[key]
+                pair = (kp.project_id, kp.tenant_id)
+                touched.add(pair)
+                row = rows.get(key)
+                for ch in sorted(key_changes, key=_order):
+                    if not _newer(ch, row):
+                        result.stale += 1
+                        continue
+                    result.applied += 1
+                    old_size = row.size if row and row.present else 0
+                    old_files = 1 if row and row.present else 0
+                    seq = (
+                        ch.sequencer
+                        if ch.sequencer is not None
+                        else (row.sequencer if row else None)
+                    )
+                    when = max(ch.event_time, row.event_time) if row else ch.event_time
+                    if ch.kind is ChangeKind.CREATED:
+                        size = ch.size or 0
+                        row = _Row(
+                            kp.project_id,
+                            kp.tenant_id,
+                            kp.upload_id,
+                            size,
+                            ch.etag,
+                            ch.version_id,
+                            True,
+                            seq,
+                            when,
+                        )
+                        t_delta[pair][0] += size - old_size
+                        t_delta[pair][1] += 1 - old_files
+                    else:
+                        row = _Row(
+                            kp.project_id,
+                            kp.tenant_id,
+                            kp.upload_id,
+                            0,
+                            None,
+                            None,
+                            False,
+                            seq,
+                            when,
+                        )
+                        t_delta[pair][0] -= old_size
+                        t_delta[pair][1] -= old_files
+                    changed[key] = row
+                # settle / cancel the upload this key belongs to
+                up = uploads.get(kp.upload_id or "")
+                if up is None or up["status"] != "pending" or up["project_id"] != kp.project_id:
+                    if up is not None:
+                        release[pair].append(up["id"])
+                    continue
+                if row is not None and row.present:
+                    if row.size > up["declared_size"] and self.oversize_policy == "reject":
+                        settle[up["id"]] = (row.size, "rejected", True)
+                        to_delete.append(key)
+                        # it is gone as far as usage goes: remove it now
+                        t_delta[pair][0] -= row.size
+                        t_delta[pair][1] -= 1
+                        row = _Row(
+                            kp.project_id,
+                            kp.tenant_id,
+                            kp.upload_id,
+                            0,
+                            None,
+                            None,
+                            False,
+                            row.sequencer,
+                            row.event_time,
+                        )
+                        changed[key] = row
+                    else:
+                        flagged = row.size > up["declared_size"]
+                        settle[up["id"]] = (row.size, "completed", flagged)
+                elif row is not None and cancel_pending:
+                    settle[up["id"]] = (0, "cancelled", False)
+                if up["id"] in settle:
+                    release[pair].append(up["id"])
+
+            if changed:
+                keys = list(changed)
+                await conn.execute(
+                    Q.upsert_objects,
+                    keys,
+                    [changed[k].project_id for k in keys],
+                    [changed[k].tenant_id for k in keys],
+                    [changed[k].upload_id for k in keys],
+                    [changed[k].size for k in keys],
+                    [changed[k].etag for k in keys],
+                    [changed[k].version_id for k in keys],
+                    [changed[k].present for k in keys],
+                    [changed[k].sequencer for k in keys],
+                    [changed[k].event_time for k in keys],
+                )
+            deltas = {p: d for p, d in t_delta.items() if d != [0, 0]}
+            if deltas:
+                ps = sorted(deltas)
+                for r in await conn.fetch(
+                    Q.apply_tenant_deltas,
+                    [p for p, _ in ps],
+                    [t for _, t in ps],
+                    [deltas[p][0] for p in ps],
+                    [deltas[p][1] for p in ps],
+                ):
+                    tenant_usage[(r["project_id"], r["tenant_id"])] = UsageAt(
+                        r["storage_used_bytes"], r["usage_version"]
+                    )
+                proj: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+                for (p, _), (b, f) in deltas.items():
+                    proj[p][0] += b
+                    proj[p][1] += f
+                pids = sorted(proj)
+                for r in await conn.fetch(
+                    Q.apply_project_deltas,
+                    pids,
+                    [proj[p][0] for p in pids],
+                    [proj[p][1] for p in pids],
+                ):
+                    project_usage[r["project_id"]] = UsageAt(
+                        r["storage_used_bytes"], r["usage_version"]
+                    )
+            if settle:
+                ids = sorted(settle)
+                for r in await conn.fetch(
+                    Q.settle_uploads,
+                    ids,
+                    [settle[i][0] for i in ids],
+                    [settle[i][1] for i in ids],
+                    [settle[i][2] for i in ids],
+                ):
+                    result.settled.append(r["id"])
+            # Pairs without a usage change still get their current usage pushed to
+            # Redis: a retry after a failed Redis step must repair it.
+            for pair in sorted(touched - set(tenant_usage)):
+                r = await conn.fetchrow(Q.usage_versions, pair[0], pair[1])
+                if r is not None:
+                    tenant_usage[pair] = UsageAt(r["tenant_used"], r["tenant_version"])
+                    project_usage.setdefault(
+                        pair[0], UsageAt(r["project_used"], r["project_version"])
+                    )
+
+        await self._mirror(touched, tenant_usage, project_usage, release)
+        for key in to_delete:
+            await self.store.delete(key)
+            result.rejected.append(key)
+            log.warning("oversized object deleted", key=key)
+        return result
+
+    async def _mirror(
+        self,
+        touched: Iterable[tuple[str, str]],
+        tenant_usage: dict[tuple[str, str], UsageAt],
+        project_usage: dict[str, UsageAt],
+        release: dict[tuple[str, str], list[str]],
+    ) -> None:
+        for pair in sorted(touched):
+            await self.quota.apply(
+                project_id=pair[0],
+                tenant_id=pair[1],
+                tenant_usage=tenant_usage.get(pair),
+                project_usage=project_usage.get(pair[0]),
+                released=release.get(pair, ()),
+            )
+
+
+def _order(ch: ObjectChange) -> tuple[Any, ...]:
+    return (ch.sequencer or "", ch.event_time)

@@ -1,0 +1,111 @@
+"""Projects and their API keys (used by the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from gateway import auth
+from gateway.db import Database, Q
+from gateway.errors import Conflict, NotFound
+from gateway.ids import new_id
+
+
+@dataclass(frozen=True)
+class CreatedProject:
+    project_id: str
+    name: str
+    key_id: str
+    api_key: str
+
+
+_UNSET: Any = object()
+
+
+class ProjectService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        name: str,
+        *,
+        max_file_size: int | None = None,
+        storage_limit: int | None = None,
+        default_tenant_limit: int | None = None,
+    ) -> CreatedProject:
+        project_id = new_id("prj")
+        key = auth.generate_key()
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(
+                    Q.insert_project,
+                    project_id,
+                    name,
+                    max_file_size,
+                    storage_limit,
+                    default_tenant_limit,
+                )
+                await conn.execute(Q.insert_api_key, key.key_id, project_id, key.secret_hash)
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"A project named {name!r} already exists") from None
+        return CreatedProject(project_id, name, key.key_id, key.api_key)
+
+    async def get(self, project_id: str) -> dict[str, Any]:
+        row = await self.db.fetchrow(Q.get_project, project_id)
+        if row is None:
+            raise NotFound(f"No project {project_id!r}")
+        return dict(row)
+
+    async def find_by_name(self, name: str) -> dict[str, Any] | None:
+        row = await self.db.fetchrow(Q.get_project_by_name, name)
+        return dict(row) if row else None
+
+    async def update(
+        self,
+        project_id: str,
+        *,
+        name: str | None = None,
+        max_file_size: int | None = _UNSET,
+        storage_limit: int | None = _UNSET,
+        default_tenant_limit: int | None = _UNSET,
+    ) -> dict[str, Any]:
+        row = await self.db.fetchrow(
+            Q.update_project,
+            project_id,
+            name,
+            None if max_file_size is _UNSET else max_file_size,
+            None if storage_limit is _UNSET else storage_limit,
+            None if default_tenant_limit is _UNSET else default_tenant_limit,
+            max_file_size is not _UNSET,
+            storage_limit is not _UNSET,
+            default_tenant_limit is not _UNSET,
+        )
+        if row is None:
+            raise NotFound(f"No project {project_id!r}")
+        return dict(row)
+
+    async def create_key(self, project_id: str) -> tuple[str, str]:
+        await self.get(project_id)
+        key = auth.generate_key()
+        await self.db.execute(Q.insert_api_key, key.key_id, project_id, key.secret_hash)
+        return key.key_id, key.api_key
+
+    async def revoke_key(self, key_id: str) -> str:
+        row = await self.db.fetchrow(Q.revoke_api_key, key_id)
+        if row is None:
+            raise NotFound(f"No active key {key_id!r}")
+        return str(row["project_id"])
+
+    async def authenticate(self, presented: auth.PresentedKey | None) -> str:
+        """The project id the key belongs to; Unauthorized otherwise."""
+        from gateway.errors import Unauthorized
+
+        if presented is None:
+            raise Unauthorized()
+        row = await self.db.fetchrow(Q.get_api_key, presented.key_id)
+        if row is None or not auth.matches(row["secret_hash"], presented):
+            raise Unauthorized()
+        return str(row["project_id"])

@@ -1,0 +1,21 @@
+"""Quota reservations in Redis (atomic Lua), mirrored from Postgres."""
+
+from gateway.quota.client import create_redis
+from gateway.quota.reservations import (
+    Admitted,
+    QuotaStore,
+    Rejected,
+    ReservationSource,
+    Snapshot,
+    UsageAt,
+)
+
+__all__ = [
+    "Admitted",
+    "QuotaStore",
+    "Rejected",
+    "ReservationSource",
+    "Snapshot",
+    "UsageAt",
+    "create_redis",
+]

@@ -1,0 +1,217 @@
+"""Reservations: the atomic admission step, and keeping Redis in step with Postgres.
+
+Redis holds, per tenant and per project (one hash each, sharing the ``{project}``
+hash tag): the usage mirrored from Postgres with its version, the sum of open
+reservations, and one field per reservation. Postgres holds the durable truth: a
+pending upload row is written *before* its reservation is admitted here, so if Redis
+loses its data the hashes are rebuilt from Postgres and nothing admitted is lost.
+See docs/quota.md for the argument.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Protocol
+
+from redis import exceptions as redis_errors
+
+from gateway.errors import DependencyUnavailable
+
+IDLE_TTL_SECONDS = 86_400
+MARKER_TTL_MS = 30_000
+MAX_REBUILDS = 8
+
+_REDIS_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ClusterDownError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _lua(name: str) -> str:
+    return files("gateway.quota").joinpath(name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageAt:
+    """Usage read from Postgres at a usage version."""
+
+    used: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    usage: UsageAt
+    pending: Sequence[tuple[str, int]]  # (upload id, declared size)
+
+
+class ReservationSource(Protocol):
+    """Where rebuilds read the durable truth (Postgres)."""
+
+    async def tenant_snapshot(self, project_id: str, tenant_id: str) -> Snapshot: ...
+
+    async def project_snapshot(self, project_id: str) -> Snapshot: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    scope: str  # "tenant" | "project"
+    used: int
+    reserved: int
+
+
+def tenant_key(project_id: str, tenant_id: str) -> str:
+    return f"gw:{{{project_id}}}:t:{tenant_id}"
+
+
+def project_key(project_id: str) -> str:
+    return f"gw:{{{project_id}}}:p"
+
+
+def _keys(project_id: str, tenant_id: str) -> list[str]:
+    t = tenant_key(project_id, tenant_id)
+    p = project_key(project_id)
+    return [t, t + ":rb", p, p + ":rb"]
+
+
+class QuotaStore:
+    def __init__(self, redis: Any, source: ReservationSource, *, retry_after: int = 2) -> None:
+        self.redis = redis
+        self.source = source
+        self.retry_after = retry_after
+        self._reserve = redis.register_script(_lua("reserve.lua"))
+        self._init = redis.register_script(_lua("init.lua"))
+        self._apply = redis.register_script(_lua("apply.lua"))
+
+    def unavailable(self, exc: BaseException) -> DependencyUnavailable:
+        return DependencyUnavailable("redis", retry_after=self.retry_after, cause=repr(exc))
+
+    async def reserve(
+        self,
+        *,
+        project_id: str,
+        tenant_id: str,
+        upload_id: str,
+        size: int,
+        tenant_limit: int | None,
+        tenant_usage: UsageAt,
+        project_limit: int | None,
+        project_usage: UsageAt,
+    ) -> Admitted | Rejected:
+        keys = _keys(project_id, tenant_id)
+        try:
+            for _ in range(MAX_REBUILDS):
+                nonce = secrets.token_hex(8)
+                result = await self._reserve(
+                    keys=keys,
+                    args=[
+                        upload_id,
+                        size,
+                        -1 if tenant_limit is None else tenant_limit,
+                        tenant_usage.used,
+                        tenant_usage.version,
+                        -1 if project_limit is None else project_limit,
+                        project_usage.used,
+                        project_usage.version,
+                        nonce,
+                        MARKER_TTL_MS,
+                    ],
+                )
+                verdict = result[0].decode() if isinstance(result[0], bytes) else result[0]
+                if verdict == "ok":
+                    return Admitted()
+                if verdict == "missing":
+                    which = result[1].decode() if isinstance(result[1], bytes) else result[1]
+                    await self._rebuild(project_id, tenant_id, which, nonce)
+                    continue
+                return Rejected(scope=verdict, used=int(result[1]), reserved=int(result[2]))
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+        raise DependencyUnavailable(
+            "redis", retry_after=self.retry_after, cause="rebuild contention"
+        )
+
+    async def _rebuild(self, project_id: str, tenant_id: str, which: str, nonce: str) -> None:
+        t, tm, p, pm = _keys(project_id, tenant_id)
+        if "t" in which:
+            snap = await self.source.tenant_snapshot(project_id, tenant_id)
+            await self._init(keys=[t, tm], args=_init_args(nonce, snap))
+        if "p" in which:
+            snap = await self.source.project_snapshot(project_id)
+            await self._init(keys=[p, pm], args=_init_args(nonce, snap))
+
+    async def apply(
+        self,
+        *,
+        project_id: str,
+        tenant_id: str | None,
+        tenant_usage: UsageAt | None = None,
+        project_usage: UsageAt | None = None,
+        released: Sequence[str] = (),
+    ) -> None:
+        """Mirrors a committed change: usage at a version, and reservations that ended."""
+        keys = _keys(project_id, tenant_id or "")
+        tver: int
+        if tenant_id is None:
+            tver = -2
+        else:
+            tver = tenant_usage.version if tenant_usage else -1
+        args: list[Any] = [
+            tenant_usage.used if tenant_usage else 0,
+            tver,
+            project_usage.used if project_usage else 0,
+            project_usage.version if project_usage else -1,
+            IDLE_TTL_SECONDS,
+            *released,
+        ]
+        try:
+            await self._apply(keys=keys, args=args)
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+
+    async def forget_project(self, project_id: str) -> None:
+        """Drops the project hash so the next request rebuilds it from Postgres."""
+        p = project_key(project_id)
+        try:
+            await self.redis.delete(p, p + ":rb")
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+
+    async def forget_tenant(self, project_id: str, tenant_id: str) -> None:
+        t = tenant_key(project_id, tenant_id)
+        try:
+            await self.redis.delete(t, t + ":rb")
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+
+    async def reserved_bytes(self, project_id: str, tenant_id: str) -> int | None:
+        try:
+            raw = await self.redis.hget(tenant_key(project_id, tenant_id), "res")
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+        return None if raw is None else int(raw)
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+
+
+def _init_args(nonce: str, snap: Snapshot) -> list[Any]:
+    args: list[Any] = [nonce, snap.usage.used, snap.usage.version]
+    for upload_id, size in snap.pending:
+        args.extend((upload_id, size))
+    return args

@@ -1,0 +1,181 @@
+"""TenantService: usage, limits, listings, project totals and recalculation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from gateway.db import Database, Q
+from gateway.errors import NotFound
+from gateway.ledger import ChangeKind, Ledger, ObjectChange
+from gateway.models import (
+    LimitUpdate,
+    ProjectUsage,
+    RecalculatedUsage,
+    TenantUsage,
+    percentage,
+    tenant_usage,
+)
+from gateway.storage.base import ObjectStore
+
+ORDERS = (
+    "tenant_id",
+    "-tenant_id",
+    "storage_used_bytes",
+    "-storage_used_bytes",
+    "percentage_used",
+    "-percentage_used",
+)
+Order = Literal[
+    "tenant_id",
+    "-tenant_id",
+    "storage_used_bytes",
+    "-storage_used_bytes",
+    "percentage_used",
+    "-percentage_used",
+]
+
+
+class TenantService:
+    def __init__(
+        self, db: Database, store: ObjectStore, ledger: Ledger, *, max_file_size: int
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.ledger = ledger
+        self.max_file_size = max_file_size
+
+    async def usage(self, project_id: str, tenant_id: str) -> TenantUsage:
+        row = await self.db.fetchrow(Q.get_tenant_usage, project_id, tenant_id)
+        if row is None:
+            project = await self.db.fetchrow(Q.get_project, project_id)
+            if project is None:
+                raise NotFound("No such project")
+            return tenant_usage(
+                tenant_id=tenant_id,
+                email=None,
+                plan=None,
+                used=0,
+                limit=project["default_tenant_limit_bytes"],
+                files=0,
+                reserved=0,
+            )
+        return tenant_usage(
+            tenant_id=row["tenant_id"],
+            email=row["email"],
+            plan=row["plan"],
+            used=row["storage_used_bytes"],
+            limit=row["storage_limit_bytes"],
+            files=row["total_files"],
+            reserved=row["storage_reserved_bytes"],
+        )
+
+    async def set_limit(self, project_id: str, tenant_id: str, update: LimitUpdate) -> TenantUsage:
+        await self.db.execute(
+            Q.set_tenant_limit, project_id, tenant_id, update.storage_limit_bytes, update.plan
+        )
+        return await self.usage(project_id, tenant_id)
+
+    async def list(
+        self,
+        project_id: str,
+        *,
+        offset: int,
+        limit: int,
+        order: Order,
+        over_limit: bool | None,
+        min_percentage: float | None,
+    ) -> tuple[list[TenantUsage], int]:
+        rows = await self.db.fetch(
+            Q.list_tenants, project_id, over_limit, min_percentage, order, offset, limit
+        )
+        total = rows[0]["total_count"] if rows else 0
+        if not rows and offset > 0:
+            # past the end: still tell the caller how many there are
+            probe = await self.db.fetch(
+                Q.list_tenants, project_id, over_limit, min_percentage, order, 0, 1
+            )
+            total = probe[0]["total_count"] if probe else 0
+        items = [
+            tenant_usage(
+                tenant_id=r["tenant_id"],
+                email=r["email"],
+                plan=r["plan"],
+                used=r["storage_used_bytes"],
+                limit=r["storage_limit_bytes"],
+                files=r["total_files"],
+                reserved=r["storage_reserved_bytes"],
+            )
+            for r in rows
+        ]
+        return items, total
+
+    async def project_usage(self, project_id: str) -> ProjectUsage:
+        r = await self.db.fetchrow(Q.project_usage, project_id)
+        if r is None:
+            raise NotFound("No such project")
+        used, limit, reserved = (
+            r["storage_used_bytes"],
+            r["storage_limit_bytes"],
+            r["storage_reserved_bytes"],
+        )
+        max_file = self.max_file_size
+        if r["max_file_size_bytes"] is not None:
+            max_file = min(max_file, r["max_file_size_bytes"])
+        return ProjectUsage(
+            project_id=r["project_id"],
+            name=r["name"],
+            storage_used_bytes=used,
+            storage_limit_bytes=limit,
+            storage_reserved_bytes=reserved,
+            storage_available_bytes=None if limit is None else max(limit - used - reserved, 0),
+            percentage_used=percentage(used, limit),
+            over_limit=limit is not None and used > limit,
+            total_files=r["total_files"],
+            total_tenants=r["total_tenants"],
+            default_tenant_limit_bytes=r["default_tenant_limit_bytes"],
+            max_file_size_bytes=max_file,
+        )
+
+    async def recalculate(self, project_id: str, tenant_id: str) -> RecalculatedUsage:
+        """Rescans the tenant's prefix in S3 and rebuilds its ledger.
+
+        Race-safe through the ledger's ordering: a listed object is applied as created
+        at its LastModified time, a ledger object missing from the listing as removed
+        at the time the scan began; anything an event changed meanwhile is newer and
+        wins, so events arriving during a rescan are not lost.
+        """
+        before = await self.usage(project_id, tenant_id)
+        started = datetime.now(UTC)
+        prefix = f"{project_id}/{tenant_id}/"
+        seen: set[str] = set()
+        batch: list[ObjectChange] = []
+        async for obj in self.store.list_prefix(prefix):
+            seen.add(obj.key)
+            batch.append(
+                ObjectChange(
+                    kind=ChangeKind.CREATED,
+                    key=obj.key,
+                    size=obj.size,
+                    etag=obj.etag,
+                    event_time=obj.last_modified or started,
+                )
+            )
+            if len(batch) >= 500:
+                await self.ledger.apply(batch)
+                batch = []
+        if batch:
+            await self.ledger.apply(batch)
+        gone = [
+            ObjectChange(kind=ChangeKind.REMOVED, key=r["object_key"], event_time=started)
+            for r in await self.db.fetch(Q.tenant_objects, project_id, tenant_id)
+            if r["present"] and r["object_key"] not in seen
+        ]
+        for i in range(0, len(gone), 500):
+            await self.ledger.apply(gone[i : i + 500])
+        after = await self.usage(project_id, tenant_id)
+        return RecalculatedUsage(
+            **{f: getattr(after, f) for f in after.__struct_fields__},
+            drift_bytes=after.storage_used_bytes - before.storage_used_bytes,
+            drift_files=after.total_files - before.total_files,
+        )

@@ -1,0 +1,486 @@
+"""UploadService: validate → record → reserve → presign; settle; cancel; expire."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from gateway import auth
+from gateway.config import Settings
+from gateway.db import Database, Q
+from gateway.errors import (
+    DependencyUnavailable,
+    FileTooLarge,
+    IdempotencyConflict,
+    NotFound,
+    ObjectNotUploaded,
+    ProjectQuotaExceeded,
+    QuotaExceeded,
+    Unauthorized,
+    ValidationFailed,
+)
+from gateway.ids import new_id
+from gateway.ledger import ChangeKind, Ledger, ObjectChange
+from gateway.models import (
+    DownloadRequest,
+    DownloadResponse,
+    UploadRequest,
+    UploadResponse,
+    UploadStatus,
+)
+from gateway.quota import QuotaStore, Rejected, Snapshot, UsageAt
+from gateway.storage.base import ObjectStore, PresignedRequest, Presigner
+
+log = structlog.get_logger(__name__)
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_encoder = msgspec.json.Encoder()
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class PostgresReservationSource:
+    """The durable truth that Redis reservations are rebuilt from."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def tenant_snapshot(self, project_id: str, tenant_id: str) -> Snapshot:
+        async with self.db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            u = await conn.fetchrow(Q.usage_versions, project_id, tenant_id)
+            pending = await conn.fetch(Q.pending_for_tenant, project_id, tenant_id)
+        used, ver = (u["tenant_used"], u["tenant_version"]) if u and u["tenant_version"] else (0, 0)
+        return Snapshot(UsageAt(used, ver), [(r["id"], r["declared_size"]) for r in pending])
+
+    async def project_snapshot(self, project_id: str) -> Snapshot:
+        async with self.db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            u = await conn.fetchrow(Q.usage_versions, project_id, "")
+            pending = await conn.fetch(Q.pending_for_project, project_id)
+        used, ver = (u["project_used"], u["project_version"]) if u else (0, 0)
+        return Snapshot(UsageAt(used, ver), [(r["id"], r["declared_size"]) for r in pending])
+
+
+class UploadService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        quota: QuotaStore,
+        presigner: Presigner,
+        store: ObjectStore,
+        ledger: Ledger,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.quota = quota
+        self.presigner = presigner
+        self.store = store
+        self.ledger = ledger
+
+    # -- the hot path --------------------------------------------------------------
+
+    async def request_upload(
+        self,
+        presented: auth.PresentedKey | None,
+        req: UploadRequest,
+        idempotency_key: str | None = None,
+    ) -> UploadResponse:
+        if presented is None:
+            raise Unauthorized()
+        ctx = await self.db.fetchrow(Q.upload_context, presented.key_id, req.tenant_id)
+        if ctx is None or not auth.matches(ctx["secret_hash"], presented):
+            raise Unauthorized()
+        project_id: str = ctx["project_id"]
+        tenant_limit: int | None = (
+            ctx["tenant_limit"] if ctx["limit_set"] else ctx["default_tenant_limit_bytes"]
+        )
+        project_limit: int | None = ctx["project_limit"]
+        max_file = self.settings.max_file_size
+        if ctx["max_file_size_bytes"] is not None:
+            max_file = min(max_file, ctx["max_file_size_bytes"])
+
+        size = req.size_bytes
+        if size is None and (tenant_limit is not None or project_limit is not None):
+            raise ValidationFailed(
+                "size_bytes is required: this tenant has a storage limit",
+                extra={"field": "size_bytes"},
+            )
+        if size is not None and size > max_file:
+            raise FileTooLarge(
+                f"The file is larger than the per-file maximum of {max_file} bytes",
+                extra={"max_file_size_bytes": max_file, "requested_bytes": size},
+            )
+        declared = size or 0
+        t_usage = UsageAt(ctx["tenant_used"] or 0, ctx["tenant_version"] or 0)
+        p_usage = UsageAt(ctx["project_used"], ctx["project_version"])
+        # Over the limit on settled usage alone: no need to write anything.
+        if tenant_limit is not None and t_usage.used + declared > tenant_limit:
+            await self._reject(
+                project_id, req.tenant_id, "tenant", t_usage.used, None, tenant_limit, declared
+            )
+        if project_limit is not None and p_usage.used + declared > project_limit:
+            await self._reject(
+                project_id, req.tenant_id, "project", p_usage.used, None, project_limit, declared
+            )
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        upload_id = new_id("upl")
+        file_path = f"{req.tenant_id}/{upload_id}/{req.filename}"
+        key = f"{project_id}/{file_path}"
+        expires_at = now + timedelta(seconds=self.settings.upload_url_ttl)
+        request_hash = hashlib.sha256(_encoder.encode(req)).digest() if idempotency_key else None
+
+        for _ in range(2):
+            row = await self._insert(
+                upload_id,
+                project_id,
+                req,
+                key,
+                declared,
+                idempotency_key,
+                request_hash,
+                now,
+                expires_at,
+            )
+            if row is not None:
+                break
+            assert idempotency_key is not None and request_hash is not None
+            replay = await self._replay(project_id, req, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        if row is None:
+            raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
+        is_new_tenant: bool = row["is_new_tenant"]
+        if req.tenant_email and not is_new_tenant and ctx["tenant_exists"]:
+            await self.db.execute(Q.set_tenant_email, project_id, req.tenant_id, req.tenant_email)
+
+        try:
+            verdict = await self.quota.reserve(
+                project_id=project_id,
+                tenant_id=req.tenant_id,
+                upload_id=upload_id,
+                size=declared,
+                tenant_limit=tenant_limit,
+                tenant_usage=t_usage,
+                project_limit=project_limit,
+                project_usage=p_usage,
+            )
+        except DependencyUnavailable:
+            await self._forget_upload(upload_id)
+            raise
+        if isinstance(verdict, Rejected):
+            await self._forget_upload(upload_id)
+            limit = tenant_limit if verdict.scope == "tenant" else project_limit
+            await self._reject(
+                project_id,
+                req.tenant_id,
+                verdict.scope,
+                verdict.used,
+                verdict.reserved,
+                limit,
+                declared,
+            )
+        signed = self._presign(req.method, key, req.content_type, size, req.checksum_sha256, now)
+        return self._response(
+            upload_id, signed, key, file_path, req.tenant_id, is_new_tenant, size, now, expires_at
+        )
+
+    async def _insert(
+        self,
+        upload_id: str,
+        project_id: str,
+        req: UploadRequest,
+        key: str,
+        declared: int,
+        idempotency_key: str | None,
+        request_hash: bytes | None,
+        now: datetime,
+        expires_at: datetime,
+    ) -> asyncpg.Record | None:
+        return await self.db.fetchrow(
+            Q.insert_upload,
+            upload_id,
+            project_id,
+            req.tenant_id,
+            req.tenant_email,
+            key,
+            req.filename,
+            req.content_type,
+            req.method,
+            declared,
+            req.checksum_sha256,
+            idempotency_key,
+            request_hash,
+            now,
+            expires_at,
+        )
+
+    async def _forget_upload(self, upload_id: str) -> None:
+        try:
+            await self.db.execute(Q.delete_upload, upload_id)
+        except DependencyUnavailable:
+            log.warning("could not drop rejected upload row; the sweeper will", upload_id=upload_id)
+
+    async def _reject(
+        self,
+        project_id: str,
+        tenant_id: str,
+        scope: str,
+        used: int,
+        reserved: int | None,
+        limit: int | None,
+        requested: int,
+    ) -> None:
+        if reserved is None:
+            reserved = await self._reserved(project_id, tenant_id, scope)
+        extra: dict[str, Any] = {
+            "storage_limit_bytes": limit,
+            "storage_used_bytes": used,
+            "storage_reserved_bytes": reserved,
+            "requested_bytes": requested,
+        }
+        if scope == "project":
+            raise ProjectQuotaExceeded(extra=extra)
+        raise QuotaExceeded(extra=extra)
+
+    async def _reserved(self, project_id: str, tenant_id: str, scope: str) -> int:
+        if scope == "project":
+            sql = "SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads WHERE project_id = $1 AND status = 'pending' AND $2::text IS NOT NULL"
+        else:
+            sql = "SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending'"
+        value: int = await self.db.fetchval(sql, project_id, tenant_id)
+        return value
+
+    async def _replay(
+        self, project_id: str, req: UploadRequest, idem: str, request_hash: bytes
+    ) -> UploadResponse | None:
+        """The earlier upload for this key, or None when the key is free again."""
+        row = await self.db.fetchrow(Q.get_upload_by_idempotency_key, project_id, idem)
+        if row is None:  # released between our insert and this read
+            return None
+        if row["created_at"] < datetime.now(UTC) - IDEMPOTENCY_WINDOW:
+            await self.db.execute(Q.release_idempotency_key, project_id, idem)
+            return None
+        if bytes(row["request_hash"] or b"") != request_hash:
+            raise IdempotencyConflict()
+        created: datetime = row["created_at"]
+        size = req.size_bytes
+        signed = self._presign(
+            req.method, row["object_key"], req.content_type, size, req.checksum_sha256, created
+        )
+        file_path = row["object_key"].split("/", 1)[1]
+        return self._response(
+            row["id"],
+            signed,
+            row["object_key"],
+            file_path,
+            req.tenant_id,
+            False,
+            size,
+            created,
+            row["expires_at"],
+        )
+
+    def _presign(
+        self,
+        method: str,
+        key: str,
+        content_type: str,
+        size: int | None,
+        checksum: str | None,
+        signed_at: datetime,
+    ) -> PresignedRequest:
+        ttl = self.settings.upload_url_ttl
+        if method == "POST":
+            return self.presigner.presign_post(
+                key,
+                content_type=content_type,
+                content_length=size if size is not None else -1,
+                expires_in=ttl,
+                signed_at=signed_at,
+            )
+        return self.presigner.presign_put(
+            key,
+            content_type=content_type,
+            content_length=size if size is not None else -1,
+            checksum_sha256=checksum,
+            expires_in=ttl,
+            signed_at=signed_at,
+        )
+
+    def _response(
+        self,
+        upload_id: str,
+        signed: PresignedRequest,
+        key: str,
+        file_path: str,
+        tenant_id: str,
+        is_new_tenant: bool,
+        size: int | None,
+        created: datetime,
+        expires_at: datetime,
+    ) -> UploadResponse:
+        return UploadResponse(
+            upload_id=upload_id,
+            presigned_url=signed.url,
+            method=signed.method,
+            bucket=self.settings.s3_bucket,
+            key=key,
+            headers=signed.headers,
+            fields=signed.fields,
+            file_path=file_path,
+            tenant_id=tenant_id,
+            is_new_tenant=is_new_tenant,
+            size_bytes=size,
+            expires_in=self.settings.upload_url_ttl,
+            expires_at=_iso(expires_at),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def status(self, project_id: str, upload_id: str) -> UploadStatus:
+        row = await self.db.fetchrow(Q.get_upload, upload_id, project_id)
+        if row is None:
+            raise NotFound("No such upload", extra={"upload_id": upload_id})
+        status: str = row["status"]
+        if status == "pending" and row["expires_at"] < datetime.now(UTC):
+            status = "expired"  # not swept yet, but the URL no longer works
+        return UploadStatus(
+            upload_id=row["id"],
+            status=status,
+            tenant_id=row["tenant_id"],
+            file_path=row["object_key"].split("/", 1)[1],
+            key=row["object_key"],
+            filename=row["filename"],
+            content_type=row["content_type"],
+            method=row["method"],
+            declared_size_bytes=row["declared_size"],
+            actual_size_bytes=row["actual_size"],
+            flagged=row["flagged"],
+            created_at=_iso(row["created_at"]),
+            expires_at=_iso(row["expires_at"]),
+            settled_at=_iso(row["settled_at"]) if row["settled_at"] else None,
+        )
+
+    async def complete(self, project_id: str, upload_id: str) -> UploadStatus:
+        row = await self.db.fetchrow(Q.get_upload, upload_id, project_id)
+        if row is None:
+            raise NotFound("No such upload", extra={"upload_id": upload_id})
+        info = await self.store.head(row["object_key"])
+        if info is None:
+            raise ObjectNotUploaded(extra={"upload_id": upload_id})
+        await self.ledger.apply(
+            [
+                ObjectChange(
+                    kind=ChangeKind.CREATED,
+                    key=row["object_key"],
+                    event_time=info.last_modified or datetime.now(UTC),
+                    size=info.size,
+                    etag=info.etag,
+                    version_id=info.version_id,
+                )
+            ]
+        )
+        return await self.status(project_id, upload_id)
+
+    async def cancel(self, project_id: str, upload_id: str) -> UploadStatus:
+        row = await self.db.fetchrow(Q.finish_upload, upload_id, project_id, "cancelled")
+        if row is None:
+            current = await self.status(project_id, upload_id)  # 404 if unknown
+            if current.status != "pending":
+                return current
+            raise DependencyUnavailable("postgres", retry_after=1, cause="cancel race")
+        await self.quota.apply(
+            project_id=project_id, tenant_id=row["tenant_id"], released=[upload_id]
+        )
+        return await self.status(project_id, upload_id)
+
+    async def sweep(self, batch: int = 500) -> int:
+        """Frees reservations not settled by expires_at + grace. Safe on many replicas."""
+        total = 0
+        while True:
+            rows = await self.db.fetch(
+                Q.expire_uploads, float(self.settings.reservation_grace), batch
+            )
+            if not rows:
+                return total
+            groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+            for r in rows:
+                groups[(r["project_id"], r["tenant_id"])].append(r["id"])
+            for (project_id, tenant_id), ids in groups.items():
+                await self.quota.apply(project_id=project_id, tenant_id=tenant_id, released=ids)
+            total += len(rows)
+            log.info("reservations expired", count=len(rows))
+            if len(rows) < batch:
+                return total
+
+    async def run_sweeper(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except DependencyUnavailable as exc:
+                log.warning("sweep skipped", dependency=exc.dependency)
+            except Exception:
+                log.exception("sweep failed")
+
+    # -- files -------------------------------------------------------------------------
+
+    def _key_for(self, project_id: str, file_path: str) -> str:
+        if file_path.startswith("/") or ".." in file_path.split("/"):
+            raise NotFound("No such file", extra={"file_path": file_path})
+        return f"{project_id}/{file_path}"
+
+    async def delete_file(self, project_id: str, file_path: str) -> None:
+        key = self._key_for(project_id, file_path)
+        known = await self.db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE object_key = $1 AND present)"
+            " OR EXISTS (SELECT 1 FROM uploads WHERE object_key = $1"
+            "            AND status IN ('pending', 'completed'))",
+            key,
+        )
+        if not known and await self.store.head(key) is None:
+            raise NotFound("No such file", extra={"file_path": file_path})
+        await self.store.delete(key)
+        await self.ledger.apply(
+            [ObjectChange(kind=ChangeKind.REMOVED, key=key, event_time=datetime.now(UTC))],
+            cancel_pending=True,
+        )
+
+    async def download(self, project_id: str, req: DownloadRequest) -> DownloadResponse:
+        key = self._key_for(project_id, req.file_path)
+        row = await self.db.fetchrow(
+            "SELECT o.size_bytes, u.content_type, u.filename FROM objects o"
+            " LEFT JOIN uploads u ON u.id = o.upload_id"
+            " WHERE o.object_key = $1 AND o.present",
+            key,
+        )
+        size: int | None
+        content_type: str | None
+        if row is None:
+            info = await self.store.head(key)
+            if info is None:
+                raise NotFound("No such file", extra={"file_path": req.file_path})
+            size, content_type = info.size, None
+        else:
+            size, content_type = row["size_bytes"], row["content_type"]
+        filename = key.rsplit("/", 1)[-1]
+        url = self.presigner.presign_get(
+            key, expires_in=req.expires_in, signed_at=datetime.now(UTC), download_filename=filename
+        )
+        return DownloadResponse(
+            download_url=url,
+            filename=filename,
+            content_type=content_type,
+            size_bytes=size,
+            expires_in=req.expires_in,
+        )

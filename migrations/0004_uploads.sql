@@ -1,0 +1,27 @@
+-- Every upload URL handed out. A 'pending' row is the durable record of a
+-- reservation: Redis reservations are rebuilt from these rows.
+CREATE TABLE uploads (
+    id                text PRIMARY KEY,
+    project_id        text NOT NULL,
+    tenant_id         text NOT NULL,
+    object_key        text NOT NULL UNIQUE,
+    filename          text NOT NULL,
+    content_type      text NOT NULL,
+    method            text NOT NULL CHECK (method IN ('PUT', 'POST')),
+    declared_size     bigint NOT NULL CHECK (declared_size >= 0),
+    actual_size       bigint,
+    checksum_sha256   text,
+    status            text NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'completed', 'expired', 'cancelled', 'rejected')),
+    flagged           boolean NOT NULL DEFAULT false,
+    idempotency_key   text,
+    request_hash      bytea,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    expires_at        timestamptz NOT NULL,
+    settled_at        timestamptz,
+    FOREIGN KEY (project_id, tenant_id) REFERENCES tenants (project_id, tenant_id) ON DELETE CASCADE
+);
+CREATE UNIQUE INDEX uploads_idempotency_idx ON uploads (project_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX uploads_pending_tenant_idx ON uploads (project_id, tenant_id) WHERE status = 'pending';
+CREATE INDEX uploads_pending_expiry_idx ON uploads (expires_at) WHERE status = 'pending';

@@ -1,0 +1,166 @@
+"""Shared fixtures. Integration tests use real Postgres, Redis and an HTTP S3."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+import httpx
+import msgspec
+import pytest
+import redis as redis_sync
+from litestar import Litestar
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.db.migrate import migrate
+from gateway.dev import CORS_RULE, EmbeddedS3, start_embedded_s3
+from tests.support.services import new_db_name, service_urls, with_database
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+BUCKET = "uploads"
+
+
+@pytest.fixture(scope="session")
+def urls() -> Iterator[tuple[str, str]]:
+    with service_urls() as u:
+        yield u
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[EmbeddedS3]:
+    server = start_embedded_s3()
+    client = boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_cors(Bucket=BUCKET, CORSConfiguration={"CORSRules": [CORS_RULE]})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3: EmbeddedS3) -> Any:
+    return boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def database_url(urls: tuple[str, str]) -> Iterator[str]:
+    admin = urls[0]
+    name = new_db_name()
+    url = with_database(admin, name)
+    asyncio.run(migrate(url))
+    yield url
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(with_database(admin, "postgres"))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def redis_url(urls: tuple[str, str]) -> str:
+    url = urls[1]
+    redis_sync.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, s3: EmbeddedS3) -> Settings:
+    return Settings.from_env(
+        {
+            "GATEWAY_DATABASE_URL": database_url,
+            "GATEWAY_REDIS_URL": redis_url,
+            "GATEWAY_S3_ENDPOINT_URL": s3.endpoint_url,
+            "GATEWAY_S3_BUCKET": BUCKET,
+            "GATEWAY_WEBHOOK_SECRET": "test-webhook-secret",
+            "GATEWAY_LOG_FORMAT": "console",
+            "GATEWAY_LOG_LEVEL": "warning",
+            "GATEWAY_SWEEP_INTERVAL": "0",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def server_env(settings: Settings) -> dict[str, str]:
+    """Environment for a separate `gateway serve` process on the same services."""
+    return {
+        "GATEWAY_DATABASE_URL": settings.database_url,
+        "GATEWAY_REDIS_URL": settings.redis_url,
+        "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "GATEWAY_S3_BUCKET": settings.s3_bucket,
+        "GATEWAY_WEBHOOK_SECRET": settings.webhook_secret or "",
+        "GATEWAY_SWEEP_INTERVAL": "0",
+    }
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this event loop: its lifespan, then HTTP through ASGI."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:  # the lifespan must be entered and left in one task
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait([task, asyncio.create_task(started.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+        yield c
+    stop.set()
+    await task
+
+
+@pytest.fixture(scope="session")
+def state(app: Litestar, client: httpx.AsyncClient) -> Any:
+    return app.state
+
+
+class ProjectKey(msgspec.Struct):
+    project_id: str
+    key_id: str
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+async def make_project(state: Any, **limits: Any) -> ProjectKey:
+    import uuid
+
+    created = await state.projects.create(f"test-{uuid.uuid4().hex[:12]}", **limits)
+    return ProjectKey(created.project_id, created.key_id, created.api_key)
+
+
+@pytest.fixture
+async def project(state: Any) -> ProjectKey:
+    return await make_project(state)
+
+
+@pytest.fixture
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+def put_object(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    return httpx.put(url, content=body, headers=headers, timeout=10)
