@@ -25,7 +25,7 @@ from gateway.api.tenants import TenantController
 from gateway.api.uploads import UploadController
 from gateway.config import Settings
 from gateway.db import create_database
-from gateway.errors import UnsupportedMediaType
+from gateway.errors import DependencyUnavailable, UnsupportedMediaType
 from gateway.ledger import Ledger
 from gateway.observability import Metrics, RequestContextMiddleware, configure_logging
 from gateway.projects import ProjectService
@@ -54,6 +54,18 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
     raise UnsupportedMediaType(f"Send the request body as application/json, not {main!r}")
 
 
+class _NoCredentials:
+    def current(self) -> Any:
+        raise DependencyUnavailable("s3 credentials", cause="no AWS credentials found")
+
+
+def _credentials(found: Any) -> Any:
+    if found is None:
+        log.error("no S3 credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS chain)")
+        return _NoCredentials()
+    return BotocoreCredentialSource(found)
+
+
 def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
     metrics = Metrics()
 
@@ -71,7 +83,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             region=settings.s3_region,
             endpoint_url=settings.presign_endpoint_url,
             addressing=settings.s3_addressing,
-            credentials=BotocoreCredentialSource(store.botocore_credentials()),
+            credentials=_credentials(store.botocore_credentials()),
         )
         ledger = Ledger(db, quota, store, oversize_policy=settings.oversize_policy)
         state.db, state.redis, state.store, state.quota = db, redis, store, quota

@@ -445,7 +445,7 @@ class UploadService:
         known = await self.db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM objects WHERE object_key = $1 AND present)"
             " OR EXISTS (SELECT 1 FROM uploads WHERE object_key = $1"
-            "            AND status IN ('pending', 'completed'))",
+            "            AND status = 'pending')",
             key,
         )
         if not known and await self.store.head(key) is None:

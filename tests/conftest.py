@@ -83,7 +83,7 @@ def settings(database_url: str, redis_url: str, s3: EmbeddedS3) -> Settings:
             "GATEWAY_S3_ENDPOINT_URL": s3.endpoint_url,
             "GATEWAY_S3_BUCKET": BUCKET,
             "GATEWAY_WEBHOOK_SECRET": "test-webhook-secret",
-            "GATEWAY_LOG_FORMAT": "console",
+            "GATEWAY_LOG_FORMAT": "json",
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_SWEEP_INTERVAL": "0",
         }

@@ -22,7 +22,7 @@ from gateway.errors import DependencyUnavailable
 
 IDLE_TTL_SECONDS = 86_400
 MARKER_TTL_MS = 30_000
-MAX_REBUILDS = 8
+MAX_REBUILDS = 20
 
 _REDIS_DOWN = (
     redis_errors.ConnectionError,
@@ -133,8 +133,7 @@ class QuotaStore:
                 if verdict == "ok":
                     return Admitted()
                 if verdict == "missing":
-                    which = result[1].decode() if isinstance(result[1], bytes) else result[1]
-                    await self._rebuild(project_id, tenant_id, which, nonce)
+                    await self._rebuild(project_id, tenant_id, _text(result[1]), _text(result[2]))
                     continue
                 return Rejected(scope=verdict, used=int(result[1]), reserved=int(result[2]))
         except _REDIS_DOWN as exc:
@@ -143,14 +142,16 @@ class QuotaStore:
             "redis", retry_after=self.retry_after, cause="rebuild contention"
         )
 
-    async def _rebuild(self, project_id: str, tenant_id: str, which: str, nonce: str) -> None:
+    async def _rebuild(
+        self, project_id: str, tenant_id: str, tenant_nonce: str, project_nonce: str
+    ) -> None:
         t, tm, p, pm = _keys(project_id, tenant_id)
-        if "t" in which:
+        if tenant_nonce:
             snap = await self.source.tenant_snapshot(project_id, tenant_id)
-            await self._init(keys=[t, tm], args=_init_args(nonce, snap))
-        if "p" in which:
+            await self._init(keys=[t, tm], args=_init_args(tenant_nonce, snap))
+        if project_nonce:
             snap = await self.source.project_snapshot(project_id)
-            await self._init(keys=[p, pm], args=_init_args(nonce, snap))
+            await self._init(keys=[p, pm], args=_init_args(project_nonce, snap))
 
     async def apply(
         self,
@@ -208,6 +209,10 @@ class QuotaStore:
             await self.redis.ping()
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _init_args(nonce: str, snap: Snapshot) -> list[Any]:

@@ -4,16 +4,23 @@
 -- ARGV: upload id, size, tenant limit (-1 = none), tenant used, tenant usage version,
 --       project limit (-1 = none), project used, project usage version,
 --       rebuild nonce, marker ttl (ms)
--- Returns {'ok'} | {'missing', 't'|'p'|'tp'} | {'tenant'|'project', used, reserved}
+-- Returns {'ok'} | {'missing', tenant nonce|'', project nonce|''}
+--       | {'tenant'|'project', used, reserved}
 local field = 'r:' .. ARGV[1]
 local size = tonumber(ARGV[2])
 local tmissing = redis.call('EXISTS', KEYS[1]) == 0
 local pmissing = redis.call('EXISTS', KEYS[3]) == 0
 if tmissing or pmissing then
-  local which = ''
-  if tmissing then redis.call('SET', KEYS[2], ARGV[9], 'PX', ARGV[10]); which = 't' end
-  if pmissing then redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[10]); which = which .. 'p' end
-  return {'missing', which}
+  -- Start (or join) a rebuild: the marker must live from before the caller's
+  -- snapshot until its init. Concurrent rebuilders share the marker's nonce.
+  local function marker(k)
+    redis.call('SET', k, ARGV[9], 'PX', ARGV[10], 'NX')
+    return redis.call('GET', k)
+  end
+  local tn, pn = '', ''
+  if tmissing then tn = marker(KEYS[2]) end
+  if pmissing then pn = marker(KEYS[4]) end
+  return {'missing', tn, pn}
 end
 
 -- Usage mirrored from Postgres: keep whichever of (ours, the caller's) is newer.

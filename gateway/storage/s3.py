@@ -52,7 +52,9 @@ class S3ObjectStore:
 
     def botocore_credentials(self) -> Any:
         """The credential chain botocore resolved (refreshes temporary credentials)."""
-        return self.session._session.get_credentials()
+        import botocore.session
+
+        return botocore.session.get_session().get_credentials()
 
     def unavailable(self, exc: BaseException) -> DependencyUnavailable:
         return DependencyUnavailable("s3", retry_after=self.retry_after, cause=repr(exc))
