@@ -18,6 +18,7 @@ from litestar.static_files import create_static_files_router
 
 from gateway import __version__
 from gateway.api.deps import DEPENDENCIES
+from gateway.api.events import EventsController
 from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.api.files import FileController
 from gateway.api.health import HealthController
@@ -26,6 +27,8 @@ from gateway.api.uploads import UploadController
 from gateway.config import Settings
 from gateway.db import create_database
 from gateway.errors import DependencyUnavailable, UnsupportedMediaType
+from gateway.events.ingest import ApplyBatcher, EventIngestor
+from gateway.events.sqs import SqsPoller, sqs_client
 from gateway.ledger import Ledger
 from gateway.observability import Metrics, RequestContextMiddleware, configure_logging
 from gateway.projects import ProjectService
@@ -91,17 +94,37 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         state.uploads = UploadService(settings, db, quota, presigner, store, ledger)
         state.tenants = TenantService(db, store, ledger, max_file_size=settings.max_file_size)
         state.projects = ProjectService(db)
+        batcher = ApplyBatcher(ledger)
+        batcher.start()
+        state.batcher = batcher
+        state.ingestor = EventIngestor(
+            batcher, bucket=settings.s3_bucket, metrics=metrics,
+            sns_auto_confirm=settings.sns_auto_confirm,
+        )
         tasks: list[asyncio.Task[None]] = []
+        stop = asyncio.Event()
         if settings.sweep_interval > 0:
             tasks.append(asyncio.create_task(state.uploads.run_sweeper(settings.sweep_interval)))
+        sqs_cm = None
+        if settings.sqs_queue_url:
+            sqs_cm = sqs_client(settings)
+            client = await sqs_cm.__aenter__()
+            poller = SqsPoller(state.ingestor, client, settings.sqs_queue_url)
+            tasks.append(asyncio.create_task(poller.run(stop)))
         try:
             yield
         finally:
+            stop.set()
+            if sqs_cm is not None:
+                await asyncio.sleep(0)
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if sqs_cm is not None:
+                await sqs_cm.__aexit__(None, None, None)
+            await batcher.stop()
             await store.close()
             with contextlib.suppress(Exception):
                 await redis.aclose()
@@ -114,6 +137,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             TenantController,
             FileController,
             HealthController,
+            EventsController,
             *(extra_route_handlers or []),
         ],
         dependencies=DEPENDENCIES,

@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sns_auto_confirm: bool = False
     # When set, `gateway serve` also consumes S3 events from this SQS queue.
     sqs_queue_url: str | None = None
+    # SQS endpoint (unset = AWS, or the S3 endpoint when that is custom, e.g. moto)
+    sqs_endpoint_url: str | None = None
     retry_after: int = 2
     max_body_bytes: int = 1_048_576
 
@@ -115,6 +117,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             oversize_policy=policy,  # type: ignore[arg-type]
             sns_auto_confirm=parse("GATEWAY_SNS_AUTO_CONFIRM", _bool, False),
             sqs_queue_url=parse("GATEWAY_SQS_QUEUE_URL", _url, None),
+            sqs_endpoint_url=parse("GATEWAY_SQS_ENDPOINT_URL", _url, None),
         )
 
     @property

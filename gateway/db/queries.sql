@@ -160,6 +160,20 @@ SELECT t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,
 FROM projects p LEFT JOIN tenants t ON t.project_id = p.id AND t.tenant_id = $2
 WHERE p.id = $1;
 
+-- name: usage_versions_many
+SELECT t.project_id, t.tenant_id,
+       t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,
+       p.storage_used_bytes AS project_used, p.usage_version AS project_version
+FROM unnest($1::text[], $2::text[]) AS k(project_id, tenant_id)
+JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = k.tenant_id
+JOIN projects p ON p.id = t.project_id;
+
+-- name: lock_uploads
+SELECT id, project_id, tenant_id, declared_size, status FROM uploads
+WHERE id = ANY($1::text[])
+ORDER BY id
+FOR UPDATE;
+
 -- name: finish_upload
 -- Moves a pending upload to a final state; returns it only if it was pending.
 UPDATE uploads SET status = $3, settled_at = now()

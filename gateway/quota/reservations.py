@@ -164,21 +164,31 @@ class QuotaStore:
     ) -> None:
         """Mirrors a committed change: usage at a version, and reservations that ended."""
         keys = _keys(project_id, tenant_id or "")
-        tver: int
-        if tenant_id is None:
-            tver = -2
-        else:
-            tver = tenant_usage.version if tenant_usage else -1
-        args: list[Any] = [
-            tenant_usage.used if tenant_usage else 0,
-            tver,
-            project_usage.used if project_usage else 0,
-            project_usage.version if project_usage else -1,
-            IDLE_TTL_SECONDS,
-            *released,
-        ]
+        args = _apply_args(tenant_id, tenant_usage, project_usage, released)
         try:
             await self._apply(keys=keys, args=args)
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+
+    async def apply_many(
+        self,
+        items: Sequence[tuple[str, str, UsageAt | None, UsageAt | None, Sequence[str]]],
+    ) -> None:
+        """``apply`` for many tenants in one pipelined round trip.
+
+        Items are (project id, tenant id, tenant usage, project usage, released ids).
+        """
+        if not items:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for project_id, tenant_id, t_usage, p_usage, released in items:
+                await self._apply(
+                    keys=_keys(project_id, tenant_id),
+                    args=_apply_args(tenant_id, t_usage, p_usage, released),
+                    client=pipe,
+                )
+            await pipe.execute()
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
 
@@ -209,6 +219,26 @@ class QuotaStore:
             await self.redis.ping()
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
+
+
+def _apply_args(
+    tenant_id: str | None,
+    tenant_usage: UsageAt | None,
+    project_usage: UsageAt | None,
+    released: Sequence[str],
+) -> list[Any]:
+    if tenant_id is None:
+        tver = -2  # leave the tenant hash alone
+    else:
+        tver = tenant_usage.version if tenant_usage else -1
+    return [
+        tenant_usage.used if tenant_usage else 0,
+        tver,
+        project_usage.used if project_usage else 0,
+        project_usage.version if project_usage else -1,
+        IDLE_TTL_SECONDS,
+        *released,
+    ]
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,130 @@
+"""The SQS worker: S3 → SQS (or S3 → SNS → SQS) notifications into the ledger.
+
+Long polling, batches of up to 10 messages applied in one transaction, messages
+deleted only after the commit, exponential back-off on errors, clean stop on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import aioboto3
+import structlog
+from botocore.config import Config
+
+from gateway.config import Settings
+from gateway.events.ingest import EventIngestor
+from gateway.ledger import ObjectChange
+from gateway.storage.s3events import S3EventError
+
+log = structlog.get_logger(__name__)
+
+
+class SqsPoller:
+    def __init__(
+        self,
+        ingestor: EventIngestor,
+        client: Any,
+        queue_url: str,
+        *,
+        wait_seconds: int = 20,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.ingestor = ingestor
+        self.client = client
+        self.queue_url = queue_url
+        self.wait_seconds = wait_seconds
+        self.max_backoff = max_backoff
+        self.processed = 0
+
+    async def poll_once(self) -> int:
+        """One receive → apply → delete cycle. Returns the number of messages handled."""
+        resp = await self.client.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=self.wait_seconds,
+        )
+        messages = resp.get("Messages", [])
+        if not messages:
+            return 0
+        changes: list[ObjectChange] = []
+        ignored = 0
+        done: list[dict[str, str]] = []
+        for m in messages:
+            try:
+                parsed, ch, other = self.ingestor.parse(m["Body"])
+            except S3EventError as exc:
+                # It can never be applied; leaving it would redeliver it forever.
+                log.error("malformed sqs message dropped", message_id=m["MessageId"],
+                          error=str(exc))
+            else:
+                for c in parsed.confirmations:
+                    await self.ingestor.confirm(c)
+                changes.extend(ch)
+                ignored += parsed.ignored + other
+            done.append({"Id": str(len(done)), "ReceiptHandle": m["ReceiptHandle"]})
+        await self.ingestor.apply(changes, ignored=ignored)  # raises → not deleted → retried
+        resp = await self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+        for failed in resp.get("Failed", []):
+            log.warning("sqs delete failed; the message will be redelivered (harmless)",
+                        error=failed.get("Message"))
+        self.processed += len(messages)
+        return len(messages)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 1.0
+        log.info("sqs poller started", queue_url=self.queue_url)
+        while not stop.is_set():
+            receive = asyncio.create_task(self.poll_once())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not receive.done():
+                # stopping while long-polling: nothing received is lost (not deleted)
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receive
+                break
+            try:
+                receive.result()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sqs poll failed; backing off", error=repr(exc), seconds=backoff)
+                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+        log.info("sqs poller stopped", processed=self.processed)
+
+
+def sqs_client(settings: Settings) -> Any:
+    session = aioboto3.Session()
+    return session.client(
+        "sqs",
+        endpoint_url=settings.sqs_endpoint_url or settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=Config(
+            connect_timeout=settings.s3_timeout,
+            read_timeout=25,  # above the 20 s long poll
+            retries={"max_attempts": 2, "mode": "standard"},
+        ),
+    )
+
+
+async def run_poller(settings: Settings, queue_url: str) -> int:
+    """``gateway events poll-sqs``: runs until SIGTERM/SIGINT."""
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with app.lifespan(), sqs_client(settings) as client:
+        poller = SqsPoller(app.state.ingestor, client, queue_url)
+        await poller.run(stop)
+    return 0
