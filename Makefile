@@ -1,0 +1,49 @@
+# The two commands a newcomer needs:  make dev   (run the gateway)
+#                                     make test  (lint, type-check, full test suite)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: dev test lint typecheck pytest services localstack browser bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/gateway dev
+
+services:
+	@$(BIN)/python -c "import socket,sys; socket.create_connection(('127.0.0.1',5432),2)" 2>/dev/null || { \
+	  echo "Postgres does not answer on 127.0.0.1:5432. Start it with:"; \
+	  echo "  pg_ctlcluster --skip-systemctl-redirect \$$(ls /etc/postgresql) main start"; exit 1; }
+	@$(BIN)/python -c "import socket,sys; socket.create_connection(('127.0.0.1',6379),2)" 2>/dev/null || { \
+	  echo "Redis does not answer on 127.0.0.1:6379. Start it with:"; \
+	  echo "  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"; exit 1; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# LocalStack (an S3 that validates signatures) lives in its own Python 3.13 venv.
+localstack:
+	bash scripts/localstack-venv.sh
+
+pytest: $(STAMP) services
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test: $(STAMP) services lint typecheck localstack pytest
+
+bench: $(STAMP) services
+	$(BIN)/python bench/bench_presign.py
+	$(BIN)/python bench/bench_upload_path.py
+	$(BIN)/python bench/bench_events.py
+
+clean:
+	rm -rf $(VENV) .venv-localstack .pytest_cache .mypy_cache .ruff_cache test-output
