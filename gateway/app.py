@@ -18,8 +18,8 @@ from litestar.static_files import create_static_files_router
 
 from gateway import __version__
 from gateway.api.deps import DEPENDENCIES
-from gateway.api.events import EventsController
 from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.api.events import EventsController
 from gateway.api.files import FileController
 from gateway.api.health import HealthController
 from gateway.api.tenants import TenantController
@@ -64,7 +64,9 @@ class _NoCredentials:
 
 def _credentials(found: Any) -> Any:
     if found is None:
-        log.error("no S3 credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS chain)")
+        log.error(
+            "no S3 credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS chain)"
+        )
         return _NoCredentials()
     return BotocoreCredentialSource(found)
 
@@ -98,7 +100,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         batcher.start()
         state.batcher = batcher
         state.ingestor = EventIngestor(
-            batcher, bucket=settings.s3_bucket, metrics=metrics,
+            batcher,
+            bucket=settings.s3_bucket,
+            metrics=metrics,
             sns_auto_confirm=settings.sns_auto_confirm,
         )
         tasks: list[asyncio.Task[None]] = []

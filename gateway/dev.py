@@ -8,6 +8,7 @@ project with a fresh key, then the server on 127.0.0.1:8080.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -64,10 +65,8 @@ def prepare_bucket(endpoint_url: str, bucket: str, region: str) -> None:
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY),
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY),
     )
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [CORS_RULE]})
 
 
@@ -128,7 +127,8 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
   Try it:
     curl -s -X POST {base}/api/storage/upload/ \\
       -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\
-      -d '{{"tenant_id": "user_123", "filename": "hello.txt", "content_type": "text/plain", "size_bytes": 5}}'
+      -d '{{"tenant_id": "user_123", "filename": "hello.txt", \
+           "content_type": "text/plain", "size_bytes": 5}}'
     curl -s {base}/api/storage/tenants/user_123/usage/ -H 'Authorization: Bearer {api_key}'
 
   API docs: {base}/schema

@@ -125,9 +125,7 @@ class Ledger:
                 log.info("ledger batch retried after a lock conflict", attempt=attempt + 1)
         raise AssertionError("unreachable")
 
-    async def _apply(
-        self, changes: Sequence[ObjectChange], *, cancel_pending: bool
-    ) -> ApplyResult:
+    async def _apply(self, changes: Sequence[ObjectChange], *, cancel_pending: bool) -> ApplyResult:
         result = ApplyResult()
         by_key: dict[str, list[ObjectChange]] = defaultdict(list)
         parts: dict[str, KeyParts] = {}
@@ -246,7 +244,9 @@ class Ledger:
                         release[pair].append(up["id"])
                     continue
                 if row is not None and row.present:
-                    if row.size > up["declared_size"] and self.oversize_policy == "reject":
+                    declared = up["declared_size"]
+                    oversize = declared is not None and row.size > declared
+                    if oversize and self.oversize_policy == "reject":
                         settle[up["id"]] = (row.size, "rejected", True)
                         to_delete.append(key)
                         # it is gone as far as usage goes: remove it now
@@ -265,8 +265,7 @@ class Ledger:
                         )
                         changed[key] = row
                     else:
-                        flagged = row.size > up["declared_size"]
-                        settle[up["id"]] = (row.size, "completed", flagged)
+                        settle[up["id"]] = (row.size, "completed", oversize)
                 elif row is not None and cancel_pending:
                     settle[up["id"]] = (0, "cancelled", False)
                 if up["id"] in settle:
@@ -353,8 +352,13 @@ class Ledger:
     ) -> None:
         await self.quota.apply_many(
             [
-                (pair[0], pair[1], tenant_usage.get(pair), project_usage.get(pair[0]),
-                 release.get(pair, ()))
+                (
+                    pair[0],
+                    pair[1],
+                    tenant_usage.get(pair),
+                    project_usage.get(pair[0]),
+                    release.get(pair, ()),
+                )
                 for pair in sorted(touched)
             ]
         )

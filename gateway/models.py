@@ -61,7 +61,7 @@ class UploadStatus(msgspec.Struct, kw_only=True):
     filename: str
     content_type: str
     method: str
-    declared_size_bytes: int
+    declared_size_bytes: int | None
     actual_size_bytes: int | None
     flagged: bool
     created_at: str

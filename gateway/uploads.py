@@ -154,7 +154,7 @@ class UploadService:
             if row is not None:
                 break
             assert idempotency_key is not None and request_hash is not None
-            replay = await self._replay(project_id, req, idempotency_key, request_hash)
+            replay = await self._replay(project_id, req, idempotency_key, request_hash, max_file)
             if replay is not None:
                 return replay
         if row is None:
@@ -189,7 +189,9 @@ class UploadService:
                 limit,
                 declared,
             )
-        signed = self._presign(req.method, key, req.content_type, size, req.checksum_sha256, now)
+        signed = self._presign(
+            req.method, key, req.content_type, size, req.checksum_sha256, now, max_file
+        )
         return self._response(
             upload_id, signed, key, file_path, req.tenant_id, is_new_tenant, size, now, expires_at
         )
@@ -216,7 +218,7 @@ class UploadService:
             req.filename,
             req.content_type,
             req.method,
-            declared,
+            req.size_bytes,
             req.checksum_sha256,
             idempotency_key,
             request_hash,
@@ -254,14 +256,13 @@ class UploadService:
 
     async def _reserved(self, project_id: str, tenant_id: str, scope: str) -> int:
         if scope == "project":
-            sql = "SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads WHERE project_id = $1 AND status = 'pending' AND $2::text IS NOT NULL"
+            value: int = await self.db.fetchval(Q.reserved_for_project, project_id)
         else:
-            sql = "SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending'"
-        value: int = await self.db.fetchval(sql, project_id, tenant_id)
+            value = await self.db.fetchval(Q.reserved_for_tenant, project_id, tenant_id)
         return value
 
     async def _replay(
-        self, project_id: str, req: UploadRequest, idem: str, request_hash: bytes
+        self, project_id: str, req: UploadRequest, idem: str, request_hash: bytes, max_file: int
     ) -> UploadResponse | None:
         """The earlier upload for this key, or None when the key is free again."""
         row = await self.db.fetchrow(Q.get_upload_by_idempotency_key, project_id, idem)
@@ -275,7 +276,13 @@ class UploadService:
         created: datetime = row["created_at"]
         size = req.size_bytes
         signed = self._presign(
-            req.method, row["object_key"], req.content_type, size, req.checksum_sha256, created
+            req.method,
+            row["object_key"],
+            req.content_type,
+            size,
+            req.checksum_sha256,
+            created,
+            max_file,
         )
         file_path = row["object_key"].split("/", 1)[1]
         return self._response(
@@ -298,20 +305,22 @@ class UploadService:
         size: int | None,
         checksum: str | None,
         signed_at: datetime,
+        max_file: int,
     ) -> PresignedRequest:
         ttl = self.settings.upload_url_ttl
         if method == "POST":
             return self.presigner.presign_post(
                 key,
                 content_type=content_type,
-                content_length=size if size is not None else -1,
+                content_length=size,
                 expires_in=ttl,
                 signed_at=signed_at,
+                max_content_length=max_file,
             )
         return self.presigner.presign_put(
             key,
             content_type=content_type,
-            content_length=size if size is not None else -1,
+            content_length=size,
             checksum_sha256=checksum,
             expires_in=ttl,
             signed_at=signed_at,

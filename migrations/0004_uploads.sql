@@ -8,7 +8,8 @@ CREATE TABLE uploads (
     filename          text NOT NULL,
     content_type      text NOT NULL,
     method            text NOT NULL CHECK (method IN ('PUT', 'POST')),
-    declared_size     bigint NOT NULL CHECK (declared_size >= 0),
+    -- NULL: no size was declared (unlimited tenant); it reserves nothing
+    declared_size     bigint CHECK (declared_size >= 0),
     actual_size       bigint,
     checksum_sha256   text,
     status            text NOT NULL DEFAULT 'pending'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 BUCKET = "uploads"
+pytest_plugins = ["tests.support.localstack"]
 
 
 @pytest.fixture(scope="session")
@@ -108,26 +110,38 @@ def app(settings: Settings) -> Litestar:
     return create_app(settings)
 
 
-@pytest.fixture(scope="session")
-async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in this event loop: its lifespan, then HTTP through ASGI."""
+@contextlib.asynccontextmanager
+async def running(
+    app: Litestar, base_url: str = "http://gateway.test"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan (held by a task of its own: it must be entered and left in
+    one task, and pytest may tear down in another), then HTTP through ASGI."""
     started, stop = asyncio.Event(), asyncio.Event()
 
-    async def hold() -> None:  # the lifespan must be entered and left in one task
+    async def hold() -> None:
         async with app.lifespan():
             started.set()
             await stop.wait()
 
     task = asyncio.create_task(hold())
-    await asyncio.wait([task, asyncio.create_task(started.wait())],
-                       return_when=asyncio.FIRST_COMPLETED)
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     if task.done():
+        waiter.cancel()
         task.result()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+    try:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
+            yield c
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(app) as c:
         yield c
-    stop.set()
-    await task
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from typing import Any
 from litestar import Controller, Request, delete, post
 
 from gateway.api.body import strict_body
-
 from gateway.models import Detail, DownloadRequest, DownloadResponse, FileRef
 from gateway.uploads import UploadService
 
@@ -18,7 +17,10 @@ class FileController(Controller):
 
     @delete("/files/", operation_id="deleteFile", status_code=200)
     async def delete_file(
-        self, request: Request[Any, Any, Any], project_id: str, data: FileRef,
+        self,
+        request: Request[Any, Any, Any],
+        project_id: str,
+        data: FileRef,
         uploads: UploadService,
     ) -> Detail:
         body = await strict_body(request, FileRef)
@@ -27,7 +29,10 @@ class FileController(Controller):
 
     @post("/download/", operation_id="createDownload", status_code=200)
     async def download(
-        self, request: Request[Any, Any, Any], project_id: str, data: DownloadRequest,
+        self,
+        request: Request[Any, Any, Any],
+        project_id: str,
+        data: DownloadRequest,
         uploads: UploadService,
     ) -> DownloadResponse:
         body = await strict_body(request, DownloadRequest)

@@ -8,8 +8,8 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
 
 from gateway import auth
-from gateway.errors import ValidationFailed
 from gateway.api.body import strict_body
+from gateway.errors import ValidationFailed
 from gateway.models import UploadRequest, UploadResponse, UploadStatus
 from gateway.uploads import UploadService
 

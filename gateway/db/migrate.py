@@ -48,21 +48,21 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def ensure_database(database_url: str, timeout: float = 10.0) -> bool:
+async def ensure_database(database_url: str, connect_timeout: float = 10.0) -> bool:
     """Creates the database named in the URL if it is missing. True if created."""
     parts = urlsplit(database_url)
     name = parts.path.lstrip("/")
     if not name:
         return False
     try:
-        conn = await asyncpg.connect(database_url, timeout=timeout)
+        conn = await asyncpg.connect(database_url, timeout=connect_timeout)
     except asyncpg.InvalidCatalogNameError:
         pass
     else:
         await conn.close()
         return False
     admin_url = urlunsplit(parts._replace(path="/postgres"))
-    conn = await asyncpg.connect(admin_url, timeout=timeout)
+    conn = await asyncpg.connect(admin_url, timeout=connect_timeout)
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         try:
@@ -76,12 +76,12 @@ async def ensure_database(database_url: str, timeout: float = 10.0) -> bool:
 
 
 async def migrate(
-    database_url: str, directory: Path | None = None, timeout: float = 10.0
+    database_url: str, directory: Path | None = None, connect_timeout: float = 10.0
 ) -> list[int]:
     """Applies pending migrations; safe to run from many replicas at once."""
-    await ensure_database(database_url, timeout=timeout)
+    await ensure_database(database_url, connect_timeout=connect_timeout)
     migrations = load_migrations(directory)
-    conn = await asyncpg.connect(database_url, timeout=timeout)
+    conn = await asyncpg.connect(database_url, timeout=connect_timeout)
     applied_now: list[int] = []
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)

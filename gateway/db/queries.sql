@@ -144,15 +144,23 @@ UPDATE uploads SET idempotency_key = NULL WHERE project_id = $1 AND idempotency_
 -- name: delete_upload
 DELETE FROM uploads WHERE id = $1 AND status = 'pending';
 
+-- name: reserved_for_tenant
+SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads
+WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending';
+
+-- name: reserved_for_project
+SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads
+WHERE project_id = $1 AND status = 'pending';
+
 -- name: get_upload
 SELECT * FROM uploads WHERE id = $1 AND project_id = $2;
 
 -- name: pending_for_tenant
-SELECT id, declared_size FROM uploads
+SELECT id, COALESCE(declared_size, 0) AS declared_size FROM uploads
 WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending';
 
 -- name: pending_for_project
-SELECT id, declared_size FROM uploads WHERE project_id = $1 AND status = 'pending';
+SELECT id, COALESCE(declared_size, 0) AS declared_size FROM uploads WHERE project_id = $1 AND status = 'pending';
 
 -- name: usage_versions
 SELECT t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,

@@ -109,8 +109,9 @@ class ApplyBatcher:
             while self._queue:
                 batch: list[_Pending] = []
                 count = 0
-                while self._queue and (not batch or count + len(self._queue[0].changes)
-                                       <= self.max_changes):
+                while self._queue and (
+                    not batch or count + len(self._queue[0].changes) <= self.max_changes
+                ):
                     item = self._queue.pop(0)
                     batch.append(item)
                     count += len(item.changes)
@@ -170,8 +171,9 @@ class EventIngestor:
     async def apply(self, changes: list[ObjectChange], *, ignored: int = 0) -> IngestResult:
         result = await self.batcher.submit(changes) if changes else ApplyResult()
         # The batch result covers everyone's changes; report ours by count only.
-        out = IngestResult(records=len(changes) + ignored, applied=len(changes),
-                           stale=0, ignored=ignored)
+        out = IngestResult(
+            records=len(changes) + ignored, applied=len(changes), stale=0, ignored=ignored
+        )
         if self.metrics is not None:
             self.metrics.events.labels("received").inc(len(changes))
             if ignored:
@@ -185,8 +187,11 @@ class EventIngestor:
             log.info("sns message ignored", type=c.type, topic=c.topic_arn)
             return
         if not self.sns_auto_confirm:
-            log.warning("sns subscription not confirmed (GATEWAY_SNS_AUTO_CONFIRM is off)",
-                        topic=c.topic_arn, subscribe_url=c.subscribe_url)
+            log.warning(
+                "sns subscription not confirmed (GATEWAY_SNS_AUTO_CONFIRM is off)",
+                topic=c.topic_arn,
+                subscribe_url=c.subscribe_url,
+            )
             return
         host = urlsplit(c.subscribe_url).hostname or ""
         if urlsplit(c.subscribe_url).scheme != "https" or not (

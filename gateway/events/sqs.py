@@ -58,8 +58,9 @@ class SqsPoller:
                 parsed, ch, other = self.ingestor.parse(m["Body"])
             except S3EventError as exc:
                 # It can never be applied; leaving it would redeliver it forever.
-                log.error("malformed sqs message dropped", message_id=m["MessageId"],
-                          error=str(exc))
+                log.error(
+                    "malformed sqs message dropped", message_id=m["MessageId"], error=str(exc)
+                )
             else:
                 for c in parsed.confirmations:
                     await self.ingestor.confirm(c)
@@ -69,8 +70,10 @@ class SqsPoller:
         await self.ingestor.apply(changes, ignored=ignored)  # raises → not deleted → retried
         resp = await self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
         for failed in resp.get("Failed", []):
-            log.warning("sqs delete failed; the message will be redelivered (harmless)",
-                        error=failed.get("Message"))
+            log.warning(
+                "sqs delete failed; the message will be redelivered (harmless)",
+                error=failed.get("Message"),
+            )
         self.processed += len(messages)
         return len(messages)
 

@@ -18,7 +18,7 @@ local function apply(h, marker, used, ver)
     local sz = redis.call('HGET', h, f)
     if sz then
       redis.call('HDEL', h, f)
-      redis.call('HINCRBY', h, 'res', '-' .. sz)
+      redis.call('HINCRBY', h, 'res', 0 - tonumber(sz))
     end
   end
   if tonumber(redis.call('HGET', h, 'res') or '0') <= 0 then

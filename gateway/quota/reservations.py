@@ -227,10 +227,8 @@ def _apply_args(
     project_usage: UsageAt | None,
     released: Sequence[str],
 ) -> list[Any]:
-    if tenant_id is None:
-        tver = -2  # leave the tenant hash alone
-    else:
-        tver = tenant_usage.version if tenant_usage else -1
+    # tenant version -2: leave the tenant hash alone; -1: usage unchanged
+    tver = -2 if tenant_id is None else (tenant_usage.version if tenant_usage else -1)
     return [
         tenant_usage.used if tenant_usage else 0,
         tver,

@@ -50,8 +50,8 @@ elseif plimit >= 0 and pused + pother + size > plimit then
   verdict = {'project', pused, pother}
 end
 if verdict then
-  if tmine then redis.call('HDEL', KEYS[1], field); redis.call('HINCRBY', KEYS[1], 'res', '-' .. tmine) end
-  if pmine then redis.call('HDEL', KEYS[3], field); redis.call('HINCRBY', KEYS[3], 'res', '-' .. pmine) end
+  if tmine then redis.call('HDEL', KEYS[1], field); redis.call('HINCRBY', KEYS[1], 'res', 0 - tonumber(tmine)) end
+  if pmine then redis.call('HDEL', KEYS[3], field); redis.call('HINCRBY', KEYS[3], 'res', 0 - tonumber(pmine)) end
   return verdict
 end
 if not tmine then

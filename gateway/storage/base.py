@@ -40,7 +40,7 @@ class Presigner(Protocol):
         key: str,
         *,
         content_type: str,
-        content_length: int,
+        content_length: int | None,
         checksum_sha256: str | None,
         expires_in: int,
         signed_at: datetime,
@@ -51,9 +51,10 @@ class Presigner(Protocol):
         key: str,
         *,
         content_type: str,
-        content_length: int,
+        content_length: int | None,
         expires_in: int,
         signed_at: datetime,
+        max_content_length: int | None = None,
     ) -> PresignedRequest: ...
 
     def presign_get(

@@ -13,12 +13,14 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.events.sqs import SqsPoller, sqs_client
-from tests.conftest import BUCKET, ProjectKey, make_project
+from tests.conftest import BUCKET, ProjectKey, make_project, running
 
 WEBHOOK = "/api/storage/events/s3/"
 SECRET = {"Authorization": "Bearer test-webhook-secret"}
@@ -49,8 +51,9 @@ def drain(sqs: Any, url: str) -> list[str]:
     """All message bodies now in the queue (deleted from it)."""
     bodies: list[str] = []
     while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                   WaitTimeSeconds=0).get("Messages", [])
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
         if not msgs:
             return bodies
         for m in msgs:
@@ -82,10 +85,14 @@ async def usage(client: httpx.AsyncClient, p: ProjectKey, tenant: str) -> dict[s
     return result
 
 
-async def upload(client: httpx.AsyncClient, p: ProjectKey, tenant: str, data: bytes,
-                 name: str = "f.bin") -> dict[str, Any]:
-    r = await client.post("/api/storage/upload/", headers=p.headers,
-                          json={"tenant_id": tenant, "filename": name, "size_bytes": len(data)})
+async def upload(
+    client: httpx.AsyncClient, p: ProjectKey, tenant: str, data: bytes, name: str = "f.bin"
+) -> dict[str, Any]:
+    r = await client.post(
+        "/api/storage/upload/",
+        headers=p.headers,
+        json={"tenant_id": tenant, "filename": name, "size_bytes": len(data)},
+    )
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     put = httpx.put(out["presigned_url"], content=data, headers=out["headers"])
@@ -106,13 +113,18 @@ async def test_webhook_minio_bodies_settle_and_are_idempotent(
             assert r.status_code == 200, r.text
     u = await usage(client, project, "w1")
     assert (u["storage_used_bytes"], u["total_files"], u["storage_reserved_bytes"]) == (100, 1, 0)
-    st_ = (await client.get(f"/api/storage/uploads/{out['upload_id']}/",
-                            headers=project.headers)).json()
+    st_ = (
+        await client.get(f"/api/storage/uploads/{out['upload_id']}/", headers=project.headers)
+    ).json()
     assert st_["status"] == "completed" and st_["actual_size_bytes"] == 100
 
     # API delete, then the ObjectRemoved event: the bytes are freed once
-    r = await client.request("DELETE", "/api/storage/files/", headers=project.headers,
-                             json={"file_path": out["file_path"]})
+    r = await client.request(
+        "DELETE",
+        "/api/storage/files/",
+        headers=project.headers,
+        json={"file_path": out["file_path"]},
+    )
     assert r.status_code == 200
     for rec in records_of(drain(sqs, url)):
         assert (await client.post(WEBHOOK, json=minio_body(rec), headers=SECRET)).status_code == 200
@@ -131,8 +143,9 @@ async def test_overwrite_charges_the_difference_and_raw_records_body(
     s3_client.put_object(Bucket=BUCKET, Key=out["key"], Body=b"b" * 120)  # overwrite
     bodies = drain(sqs, url)
     for b in reversed(bodies):  # reordered, as raw {"Records": [...]} bodies
-        r = await client.post(WEBHOOK, content=b, headers={**SECRET,
-                              "Content-Type": "application/json"})
+        r = await client.post(
+            WEBHOOK, content=b, headers={**SECRET, "Content-Type": "application/json"}
+        )
         assert r.status_code == 200
     u = await usage(client, project, "w2")
     assert (u["storage_used_bytes"], u["total_files"]) == (120, 1)
@@ -142,21 +155,25 @@ async def test_objects_without_reservation_count_even_over_limit(
     client: httpx.AsyncClient, project: ProjectKey, queue: tuple[str, Any], s3_client: Any
 ) -> None:
     url, sqs = queue
-    await client.patch("/api/storage/tenants/w3/limit/", json={"storage_limit_bytes": 10},
-                       headers=project.headers)
+    await client.patch(
+        "/api/storage/tenants/w3/limit/", json={"storage_limit_bytes": 10}, headers=project.headers
+    )
     s3_client.put_object(Bucket=BUCKET, Key=f"{project.project_id}/w3/manual/x.bin", Body=b"z" * 50)
     s3_client.put_object(Bucket=BUCKET, Key="not-a-project/whatever", Body=b"z")
     for b in drain(sqs, url):
         assert (await client.post(WEBHOOK, content=b, headers=SECRET)).status_code == 200
     u = await usage(client, project, "w3")
     assert u["storage_used_bytes"] == 50 and u["over_limit"] is True
-    r = await client.post("/api/storage/upload/", headers=project.headers,
-                          json={"tenant_id": "w3", "filename": "y", "size_bytes": 1})
+    r = await client.post(
+        "/api/storage/upload/",
+        headers=project.headers,
+        json={"tenant_id": "w3", "filename": "y", "size_bytes": 1},
+    )
     assert r.status_code == 413
 
 
 async def test_webhook_auth_and_bad_bodies(client: httpx.AsyncClient) -> None:
-    body = {"Records": []}
+    body: dict[str, list[object]] = {"Records": []}
     assert (await client.post(WEBHOOK, json=body)).status_code == 401
     r = await client.post(WEBHOOK, json=body, headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
@@ -175,20 +192,21 @@ async def test_postgres_down_during_webhook_then_retry_applies_once(
     bodies = drain(sqs, url)
     from tests.support.services import free_port
 
-    broken = Settings.from_env({
-        "GATEWAY_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nope",
-        "GATEWAY_REDIS_URL": settings.redis_url,
-        "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "GATEWAY_WEBHOOK_SECRET": "test-webhook-secret", "GATEWAY_DB_TIMEOUT": "1",
-        "GATEWAY_SWEEP_INTERVAL": "0", "GATEWAY_LOG_LEVEL": "error",
-    })
-    app = create_app(broken)
-    async with app.lifespan():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://down") as down:
-            for b in bodies:
-                r = await down.post(WEBHOOK, content=b, headers=SECRET)
-                assert r.status_code == 503 and r.headers["retry-after"]
+    broken = Settings.from_env(
+        {
+            "GATEWAY_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nope",
+            "GATEWAY_REDIS_URL": settings.redis_url,
+            "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+            "GATEWAY_WEBHOOK_SECRET": "test-webhook-secret",
+            "GATEWAY_DB_TIMEOUT": "1",
+            "GATEWAY_SWEEP_INTERVAL": "0",
+            "GATEWAY_LOG_LEVEL": "error",
+        }
+    )
+    async with running(create_app(broken)) as down:
+        for b in bodies:
+            r = await down.post(WEBHOOK, content=b, headers=SECRET)
+            assert r.status_code == 503 and r.headers["retry-after"]
     for _ in range(2):  # the sender retries (twice): applied exactly once
         for b in bodies:
             assert (await client.post(WEBHOOK, content=b, headers=SECRET)).status_code == 200
@@ -196,7 +214,10 @@ async def test_postgres_down_during_webhook_then_retry_applies_once(
 
 
 async def test_sqs_worker_end_to_end(
-    client: httpx.AsyncClient, project: ProjectKey, queue: tuple[str, Any], settings: Settings,
+    client: httpx.AsyncClient,
+    project: ProjectKey,
+    queue: tuple[str, Any],
+    settings: Settings,
     state: Any,
 ) -> None:
     url, sqs = queue
@@ -211,15 +232,21 @@ async def test_sqs_worker_end_to_end(
     assert handled >= 1
     u = await usage(client, project, "q1")
     assert (u["storage_used_bytes"], u["storage_reserved_bytes"]) == (2048, 0)
-    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "0"
-    status = (await client.get(f"/api/storage/uploads/{out['upload_id']}/",
-                               headers=project.headers)).json()["status"]
+    assert (
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"
+        ]["ApproximateNumberOfMessages"]
+        == "0"
+    )
+    status = (
+        await client.get(f"/api/storage/uploads/{out['upload_id']}/", headers=project.headers)
+    ).json()["status"]
     assert status == "completed"
 
 
-async def test_sqs_poller_stops_cleanly(settings: Settings, state: Any,
-                                        queue: tuple[str, Any]) -> None:
+async def test_sqs_poller_stops_cleanly(
+    settings: Settings, state: Any, queue: tuple[str, Any]
+) -> None:
     _, sqs = queue
     url = sqs.create_queue(QueueName=f"idle-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     async with sqs_client(settings) as c:
@@ -233,16 +260,22 @@ async def test_sqs_poller_stops_cleanly(settings: Settings, state: Any,
 
 # -- convergence property ------------------------------------------------------------
 
-op = st.tuples(st.sampled_from(["put", "put", "delete"]), st.integers(0, 3),
-               st.integers(0, 5000))
+op = st.tuples(st.sampled_from(["put", "put", "delete"]), st.integers(0, 3), st.integers(0, 5000))
 
 
-@hsettings(max_examples=25, deadline=None,
-           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(history=st.lists(op, min_size=1, max_size=12), seed=st.integers(0, 2**32 - 1))
 async def test_usage_converges_to_what_s3_holds(
-    client: httpx.AsyncClient, state: Any, queue: tuple[str, Any], s3_client: Any,
-    history: list[tuple[str, int, int]], seed: int,
+    client: httpx.AsyncClient,
+    state: Any,
+    queue: tuple[str, Any],
+    s3_client: Any,
+    history: list[tuple[str, int, int]],
+    seed: int,
 ) -> None:
     """Uploads, overwrites and deletes; events duplicated, shuffled and delivered late
     through both paths: usage and file counts equal the truth listed from S3."""

@@ -15,9 +15,15 @@ async def test_unknown_tenant_answers_zeros(client: Client, project: ProjectKey)
     r = await client.get("/api/storage/tenants/user_123/usage/", headers=project.headers)
     assert r.status_code == 200, r.text
     assert r.json() == {
-        "tenant_id": "user_123", "email": None, "storage_used_bytes": 0,
-        "storage_limit_bytes": None, "total_files": 0, "storage_reserved_bytes": 0,
-        "storage_available_bytes": None, "percentage_used": None, "plan": None,
+        "tenant_id": "user_123",
+        "email": None,
+        "storage_used_bytes": 0,
+        "storage_limit_bytes": None,
+        "total_files": 0,
+        "storage_reserved_bytes": 0,
+        "storage_available_bytes": None,
+        "percentage_used": None,
+        "plan": None,
         "over_limit": False,
     }
 
@@ -53,16 +59,25 @@ async def test_patch_limit_and_null(client: Client, project: ProjectKey) -> None
 
 async def test_bad_limits_are_422(client: Client, project: ProjectKey) -> None:
     url = "/api/storage/tenants/user_9/limit/"
-    for bad in ({"storage_limit_bytes": -1}, {"storage_limit_bytes": 2**63},
-                {"storage_limit_bytes": "10"}, {"storage_limit_bytes": 1.5}, {}):
+    for bad in (
+        {"storage_limit_bytes": -1},
+        {"storage_limit_bytes": 2**63},
+        {"storage_limit_bytes": "10"},
+        {"storage_limit_bytes": 1.5},
+        {},
+    ):
         r = await client.patch(url, json=bad, headers=project.headers)
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["detail"]
-    r = await client.patch(url, content=b"{not json", headers={**project.headers,
-                           "Content-Type": "application/json"})
+    r = await client.patch(
+        url, content=b"{not json", headers={**project.headers, "Content-Type": "application/json"}
+    )
     assert r.status_code == 422, r.text
-    r = await client.patch(url, content=b"a=b", headers={**project.headers,
-                           "Content-Type": "application/x-www-form-urlencoded"})
+    r = await client.patch(
+        url,
+        content=b"a=b",
+        headers={**project.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 415, r.text
 
 
@@ -75,8 +90,9 @@ async def test_bad_tenant_ids_are_rejected(client: Client, project: ProjectKey) 
 async def test_projects_are_isolated(client: Client, state: Any) -> None:
     a = await make_project(state)
     b = await make_project(state)
-    await client.patch("/api/storage/tenants/shared/limit/", json={"storage_limit_bytes": 10},
-                       headers=a.headers)
+    await client.patch(
+        "/api/storage/tenants/shared/limit/", json={"storage_limit_bytes": 10}, headers=a.headers
+    )
     r = await client.get("/api/storage/tenants/shared/usage/", headers=b.headers)
     assert r.json()["storage_limit_bytes"] is None
     r = await client.get("/api/storage/tenants/", headers=b.headers)
@@ -87,8 +103,9 @@ async def test_default_tenant_limit_applies_until_patched(client: Client, state:
     p = await make_project(state, default_tenant_limit=1000)
     r = await client.get("/api/storage/tenants/new_one/usage/", headers=p.headers)
     assert r.json()["storage_limit_bytes"] == 1000
-    await client.patch("/api/storage/tenants/new_one/limit/", json={"storage_limit_bytes": None},
-                       headers=p.headers)
+    await client.patch(
+        "/api/storage/tenants/new_one/limit/", json={"storage_limit_bytes": None}, headers=p.headers
+    )
     r = await client.get("/api/storage/tenants/new_one/usage/", headers=p.headers)
     assert r.json()["storage_limit_bytes"] is None
 
@@ -96,8 +113,11 @@ async def test_default_tenant_limit_applies_until_patched(client: Client, state:
 async def test_list_pages_orders_and_filters(client: Client, state: Any) -> None:
     p = await make_project(state)
     for i in range(5):
-        await client.patch(f"/api/storage/tenants/t{i}/limit/",
-                           json={"storage_limit_bytes": 100 * (i + 1)}, headers=p.headers)
+        await client.patch(
+            f"/api/storage/tenants/t{i}/limit/",
+            json={"storage_limit_bytes": 100 * (i + 1)},
+            headers=p.headers,
+        )
     r = await client.get("/api/storage/tenants/?offset=0&limit=2", headers=p.headers)
     body = r.json()
     assert body["count"] == 2 and body["totalCount"] == 5

@@ -15,8 +15,13 @@ UPLOAD = "/api/storage/upload/"
 
 
 def body(**over: Any) -> dict[str, Any]:
-    return {"tenant_id": "user_123", "filename": "report.pdf",
-            "content_type": "application/pdf", "size_bytes": 11, **over}
+    return {
+        "tenant_id": "user_123",
+        "filename": "report.pdf",
+        "content_type": "application/pdf",
+        "size_bytes": 11,
+        **over,
+    }
 
 
 async def usage(client: Client, p: ProjectKey, tenant: str = "user_123") -> dict[str, Any]:
@@ -30,9 +35,21 @@ async def test_upload_response_shape_and_signed_size(client: Client, project: Pr
     r = await client.post(UPLOAD, json=body(tenant_email="a@b.c"), headers=project.headers)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert set(out) == {"upload_id", "presigned_url", "method", "bucket", "key", "headers",
-                        "fields", "file_path", "tenant_id", "is_new_tenant", "size_bytes",
-                        "expires_in", "expires_at"}
+    assert set(out) == {
+        "upload_id",
+        "presigned_url",
+        "method",
+        "bucket",
+        "key",
+        "headers",
+        "fields",
+        "file_path",
+        "tenant_id",
+        "is_new_tenant",
+        "size_bytes",
+        "expires_in",
+        "expires_at",
+    }
     assert out["upload_id"].startswith("upl_") and out["method"] == "PUT"
     assert out["is_new_tenant"] is True and out["fields"] is None
     assert out["key"] == f"{project.project_id}/{out['file_path']}"
@@ -48,16 +65,23 @@ async def test_upload_response_shape_and_signed_size(client: Client, project: Pr
 
 
 async def test_quota_413_before_any_url(client: Client, project: ProjectKey) -> None:
-    await client.patch("/api/storage/tenants/user_123/limit/", json={"storage_limit_bytes": 1000},
-                       headers=project.headers)
+    await client.patch(
+        "/api/storage/tenants/user_123/limit/",
+        json={"storage_limit_bytes": 1000},
+        headers=project.headers,
+    )
     r = await client.post(UPLOAD, json=body(size_bytes=950), headers=project.headers)
     assert r.status_code == 200
     r = await client.post(UPLOAD, json=body(size_bytes=100), headers=project.headers)
     assert r.status_code == 413
-    assert r.json() == {"detail": "Storage quota exceeded for this tenant",
-                        "code": "quota_exceeded", "storage_limit_bytes": 1000,
-                        "storage_used_bytes": 0, "storage_reserved_bytes": 950,
-                        "requested_bytes": 100}
+    assert r.json() == {
+        "detail": "Storage quota exceeded for this tenant",
+        "code": "quota_exceeded",
+        "storage_limit_bytes": 1000,
+        "storage_used_bytes": 0,
+        "storage_reserved_bytes": 950,
+        "requested_bytes": 100,
+    }
     r = await client.post(UPLOAD, json=body(size_bytes=50), headers=project.headers)
     assert r.status_code == 200  # exactly up to the limit
     assert (await usage(client, project))["storage_reserved_bytes"] == 1000
@@ -78,11 +102,23 @@ async def test_file_too_large(client: Client, state: Any) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"filename": "../x"}, {"filename": "a/b"}, {"filename": ".."}, {"filename": "."},
-        {"filename": "a\\b"}, {"filename": "bad\x00"}, {"filename": ""}, {"filename": "x" * 256},
-        {"tenant_id": ""}, {"tenant_id": "a b"}, {"tenant_id": "x" * 129},
-        {"size_bytes": -1}, {"size_bytes": "5"}, {"size_bytes": 2**63},
-        {"method": "GET"}, {"checksum_sha256": "nope"}, {"content_type": "not a type"},
+        {"filename": "../x"},
+        {"filename": "a/b"},
+        {"filename": ".."},
+        {"filename": "."},
+        {"filename": "a\\b"},
+        {"filename": "bad\x00"},
+        {"filename": ""},
+        {"filename": "x" * 256},
+        {"tenant_id": ""},
+        {"tenant_id": "a b"},
+        {"tenant_id": "x" * 129},
+        {"size_bytes": -1},
+        {"size_bytes": "5"},
+        {"size_bytes": 2**63},
+        {"method": "GET"},
+        {"checksum_sha256": "nope"},
+        {"content_type": "not a type"},
     ],
 )
 async def test_bad_input_is_4xx_and_reserves_nothing(
@@ -147,25 +183,35 @@ async def test_upload_complete_download_delete(
     await client.post(f"/api/storage/uploads/{uid}/complete/", headers=project.headers)
     assert (await usage(client, project))["storage_used_bytes"] == 11
 
-    d = await client.post("/api/storage/download/", json={"file_path": out["file_path"]},
-                          headers=project.headers)
+    d = await client.post(
+        "/api/storage/download/", json={"file_path": out["file_path"]}, headers=project.headers
+    )
     assert d.status_code == 200, d.text
     got = httpx.get(d.json()["download_url"])
     assert got.content == b"hello world"
     assert d.json()["size_bytes"] == 11 and d.json()["filename"] == "report.pdf"
 
     other = await make_project(client._transport.app.state)  # type: ignore[attr-defined]
-    r = await client.request("DELETE", "/api/storage/files/", json={"file_path": out["file_path"]},
-                             headers=other.headers)
+    r = await client.request(
+        "DELETE", "/api/storage/files/", json={"file_path": out["file_path"]}, headers=other.headers
+    )
     assert r.status_code == 404
-    r = await client.request("DELETE", "/api/storage/files/", json={"file_path": out["file_path"]},
-                             headers=project.headers)
+    r = await client.request(
+        "DELETE",
+        "/api/storage/files/",
+        json={"file_path": out["file_path"]},
+        headers=project.headers,
+    )
     assert r.status_code == 200 and r.json() == {"detail": "File deleted successfully"}
     u = await usage(client, project)
     assert (u["storage_used_bytes"], u["total_files"]) == (0, 0)
     assert s3_client.list_objects_v2(Bucket="uploads", Prefix=out["key"]).get("KeyCount") == 0
-    r = await client.request("DELETE", "/api/storage/files/", json={"file_path": out["file_path"]},
-                             headers=project.headers)
+    r = await client.request(
+        "DELETE",
+        "/api/storage/files/",
+        json={"file_path": out["file_path"]},
+        headers=project.headers,
+    )
     assert r.status_code == 404
 
 
@@ -189,7 +235,27 @@ async def test_sweeper_frees_expired(client: Client, project: ProjectKey, state:
     assert r.json()["status"] == "expired"
     assert (await usage(client, project))["storage_reserved_bytes"] == 0
     # and Redis agrees: the full amount is admissible again
-    await client.patch("/api/storage/tenants/user_123/limit/", json={"storage_limit_bytes": 11},
-                       headers=project.headers)
+    await client.patch(
+        "/api/storage/tenants/user_123/limit/",
+        json={"storage_limit_bytes": 11},
+        headers=project.headers,
+    )
     r = await client.post(UPLOAD, json=body(), headers=project.headers)
     assert r.status_code == 200
+
+
+async def test_unlimited_tenant_may_omit_the_size(client: Client, project: ProjectKey) -> None:
+    r = await client.post(UPLOAD, json=body(size_bytes=None), headers=project.headers)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["size_bytes"] is None and out["headers"] == {"Content-Type": "application/pdf"}
+    q = parse_qs(urlsplit(out["presigned_url"]).query)
+    assert q["X-Amz-SignedHeaders"] == ["content-type;host"]
+    put = httpx.put(out["presigned_url"], content=b"12345", headers=out["headers"])
+    assert put.status_code == 200
+    r = await client.post(
+        f"/api/storage/uploads/{out['upload_id']}/complete/", headers=project.headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["actual_size_bytes"] == 5
+    assert (await usage(client, project))["storage_used_bytes"] == 5

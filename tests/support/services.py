@@ -30,7 +30,9 @@ START_HINT = (
 def answers(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
             return True
     except OSError:
         return False
@@ -119,7 +121,10 @@ def start_server(env: dict[str, str], log_dir: Path, name: str = "gateway") -> S
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-            env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     try:
