@@ -67,8 +67,8 @@ async def ensure_database(database_url: str, connect_timeout: float = 10.0) -> b
         quoted = '"' + name.replace('"', '""') + '"'
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")
-        except asyncpg.DuplicateDatabaseError:
-            return False
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return False  # another replica created it at the same moment
     finally:
         await conn.close()
     log.info("database created", database=name)

@@ -1,0 +1,136 @@
+"""The `gateway` command and migrations, against real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from gateway.config import Settings
+from gateway.db.migrate import load_migrations, migrate
+from tests.support.services import new_db_name, with_database
+
+
+def gw(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": settings.database_url,
+        "GATEWAY_REDIS_URL": settings.redis_url,
+        "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "GATEWAY_LOG_LEVEL": "error",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+async def test_all_migrations_apply_to_an_empty_database_concurrently(
+    urls: tuple[str, str],
+) -> None:
+    name = new_db_name()
+    url = with_database(urls[0], name)
+    try:
+        # several replicas starting together: the advisory lock serialises them
+        results = await asyncio.gather(*(migrate(url) for _ in range(4)))
+        assert sorted(len(r) for r in results) == [0, 0, 0, len(load_migrations())]
+        conn = await asyncpg.connect(url)
+        try:
+            versions = [
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+            ]
+            assert versions == [m.version for m in load_migrations()]
+            tables = {
+                r["tablename"]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            }
+            assert {"projects", "api_keys", "tenants", "uploads", "objects"} <= tables
+        finally:
+            await conn.close()
+        assert await migrate(url) == []
+    finally:
+        conn = await asyncpg.connect(with_database(urls[0], "postgres"))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+def test_projects_and_keys_cli(settings: Settings, client: httpx.AsyncClient) -> None:
+    out = json.loads(
+        gw(
+            settings,
+            "projects",
+            "create",
+            f"cli-{new_db_name()}",
+            "--storage-limit",
+            "1000",
+            "--default-tenant-limit",
+            "100",
+            "--max-file-size",
+            "50",
+            "--json",
+        ).stdout
+    )
+    assert set(out) >= {"project_id", "api_key"} and out["api_key"].startswith("gwk_")
+    assert out["api_key"] not in gw(settings, "keys", "create", out["project_id"]).stderr
+    second = json.loads(gw(settings, "keys", "create", out["project_id"], "--json").stdout)
+    upd = json.loads(
+        gw(
+            settings, "projects", "update", out["project_id"], "--storage-limit", "none", "--json"
+        ).stdout
+    )
+    assert upd["storage_limit_bytes"] is None and upd["default_tenant_limit_bytes"] == 100
+    gw(settings, "keys", "revoke", second["key_id"])
+    bad = gw(settings, "keys", "revoke", second["key_id"], check=False)
+    assert bad.returncode == 1 and "No active key" in bad.stderr
+    name = f"dup-{new_db_name()}"
+    gw(settings, "projects", "create", name)
+    dup = gw(settings, "projects", "create", name, check=False)
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    assert (
+        gw(settings, "projects", "create", "x", "--storage-limit", "-5", check=False).returncode
+        == 2
+    )
+
+
+def test_bad_configuration_fails_with_one_line(settings: Settings) -> None:
+    env = {**os.environ, "GATEWAY_UPLOAD_URL_TTL": "soon"}
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "GATEWAY_UPLOAD_URL_TTL" in r.stderr
+
+
+def test_sweep_and_recalculate_cli(settings: Settings, state: Any) -> None:
+    r = gw(settings, "reservations", "sweep")
+    assert "reservations freed" in r.stdout
+    pid = json.loads(gw(settings, "projects", "create", f"rc-{new_db_name()}", "--json").stdout)
+    r = gw(settings, "tenants", "recalculate", "--all", "--project", pid["project_id"])
+    assert r.returncode == 0
+    r = gw(settings, "tenants", "recalculate", "--project", pid["project_id"], check=False)
+    assert r.returncode == 2
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "notaport"], ["projects"], ["nope"]])
+def test_cli_usage_errors(settings: Settings, args: list[str]) -> None:
+    assert gw(settings, *args, check=False).returncode == 2

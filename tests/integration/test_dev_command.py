@@ -1,0 +1,72 @@
+"""`gateway dev`: the newcomer's one command serves, and its printed curl works."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.config import Settings
+from tests.support.services import ROOT, free_port
+
+
+def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": settings.database_url,
+        "GATEWAY_REDIS_URL": settings.redis_url,
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+    env.pop("GATEWAY_S3_ENDPOINT_URL", None)
+    log = tmp_path / "dev.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "dev", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        text = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "API docs" not in text:
+            time.sleep(0.2)
+            text = log.read_text()
+            assert proc.poll() is None, text
+        key = re.search(r"API key: (gwk_\S+)", text)
+        assert key, text
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        # the printed curl command, run as printed
+        block = text[
+            text.index("curl -s -X POST") : text.index("curl -s " + base + "/api/storage/tenants")
+        ]
+        cmd = shlex.split(block.replace("\\\n", " "))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        import json
+
+        out_json = json.loads(r.stdout)
+        assert out_json["tenant_id"] == "user_123" and out_json["presigned_url"]
+        put = httpx.put(out_json["presigned_url"], content=b"hello", headers=out_json["headers"])
+        assert put.status_code == 200
+        usage = httpx.get(
+            f"{base}/api/storage/tenants/user_123/usage/",
+            headers={"Authorization": f"Bearer {key.group(1)}"},
+        )
+        assert usage.status_code == 200 and usage.json()["storage_reserved_bytes"] >= 5
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import ConfigError, Settings
+
+
+def test_defaults_match_the_documented_table() -> None:
+    s = Settings.from_env({})
+    assert s.database_url == "postgresql://postgres@127.0.0.1:5432/gateway"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.s3_endpoint_url is None and s.s3_addressing == "virtual"
+    assert (s.s3_bucket, s.s3_region) == ("uploads", "us-east-1")
+    assert s.webhook_secret is None
+    assert (s.upload_url_ttl, s.reservation_grace, s.max_file_size) == (3600, 300, 5368709120)
+
+
+def test_custom_endpoint_defaults_to_path_style() -> None:
+    s = Settings.from_env({"GATEWAY_S3_ENDPOINT_URL": "http://minio:9000/"})
+    assert s.s3_endpoint_url == "http://minio:9000" and s.s3_addressing == "path"
+    s = Settings.from_env(
+        {"GATEWAY_S3_ENDPOINT_URL": "http://minio:9000", "GATEWAY_S3_ADDRESSING": "virtual"}
+    )
+    assert s.s3_addressing == "virtual"
+    assert s.presign_endpoint_url == "http://minio:9000"
+    s = Settings.from_env(
+        {
+            "GATEWAY_S3_ENDPOINT_URL": "http://minio:9000",
+            "GATEWAY_S3_PUBLIC_ENDPOINT_URL": "http://localhost:9000",
+        }
+    )
+    assert s.presign_endpoint_url == "http://localhost:9000"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_UPLOAD_URL_TTL", "soon"),
+        ("GATEWAY_UPLOAD_URL_TTL", "0"),
+        ("GATEWAY_UPLOAD_URL_TTL", "604801"),
+        ("GATEWAY_MAX_FILE_SIZE", "-1"),
+        ("GATEWAY_DATABASE_URL", "mysql://x"),
+        ("GATEWAY_REDIS_URL", "http://x"),
+        ("GATEWAY_S3_ENDPOINT_URL", "minio:9000"),
+        ("GATEWAY_S3_ADDRESSING", "both"),
+        ("GATEWAY_S3_BUCKET", "Bad_Bucket"),
+        ("GATEWAY_LOG_FORMAT", "xml"),
+        ("GATEWAY_DB_TIMEOUT", "0"),
+        ("GATEWAY_SNS_AUTO_CONFIRM", "maybe"),
+        ("GATEWAY_OVERSIZE_POLICY", "ignore"),
+        ("GATEWAY_LOG_LEVEL", "loud"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({name: value})
+    assert str(err.value).startswith(name)
+    assert "\n" not in str(err.value)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.s3_bucket = "other"  # type: ignore[misc]
