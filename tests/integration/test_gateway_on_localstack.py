@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,10 +29,8 @@ def ls_settings(localstack_endpoint: str, settings: Settings) -> Settings:
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=LS_BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     return Settings.from_env(
         {
             "GATEWAY_DATABASE_URL": settings.database_url,
