@@ -1,8 +1,10 @@
 """``gateway dev``: the newcomer's one command.
 
 Local Postgres and Redis (the configured URLs), an in-process S3 (moto's server mode,
-real HTTP) with the bucket and its CORS rule made, migrations applied, a ``dev``
-project with a fresh key, then the server on 127.0.0.1:8080.
+real HTTP) with the bucket and its CORS rule made and its events sent to an SQS queue
+that the server consumes (so uploads settle by themselves, as in production),
+migrations applied, a ``dev`` project with a fresh key, then the server on
+127.0.0.1:8080.
 """
 
 from __future__ import annotations
@@ -55,19 +57,41 @@ def start_embedded_s3(host: str = "127.0.0.1", port: int = 0) -> EmbeddedS3:
     return EmbeddedS3(endpoint_url=f"http://{host}:{port}", server=server)
 
 
-def prepare_bucket(endpoint_url: str, bucket: str, region: str) -> None:
+def _client(service: str, endpoint_url: str, region: str) -> Any:
     import boto3
 
-    s3 = boto3.client(
-        "s3",
+    return boto3.client(
+        service,
         endpoint_url=endpoint_url,
         region_name=region,
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY),
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY),
     )
+
+
+def prepare_bucket(endpoint_url: str, bucket: str, region: str) -> None:
+    s3 = _client("s3", endpoint_url, region)
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [CORS_RULE]})
+
+
+def prepare_event_queue(endpoint_url: str, bucket: str, region: str) -> str:
+    """An SQS queue receiving the bucket's created/removed events (as on AWS)."""
+    sqs = _client("sqs", endpoint_url, region)
+    url: str = sqs.create_queue(QueueName="gateway-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    _client("s3", endpoint_url, region).put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+            ]
+        },
+    )
+    return url
 
 
 async def ensure_dev_project(settings: Settings, name: str = "dev") -> tuple[str, str]:
@@ -106,6 +130,12 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
     settings = msgspec.structs.replace(settings, **changes)
     try:
         prepare_bucket(settings.s3_endpoint_url or "", settings.s3_bucket, settings.s3_region)
+        if s3 is not None and settings.sqs_queue_url is None:
+            # the in-process S3 notifies an in-process SQS queue; the server consumes it
+            queue = prepare_event_queue(s3.endpoint_url, settings.s3_bucket, settings.s3_region)
+            settings = msgspec.structs.replace(
+                settings, sqs_queue_url=queue, sqs_endpoint_url=s3.endpoint_url
+            )
         try:
             project_id, api_key = asyncio.run(ensure_dev_project(settings))
         except OSError as exc:
@@ -121,6 +151,7 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
             f"""
   Upload gateway (dev) on {base}
   in-process S3: {settings.s3_endpoint_url}   bucket: {settings.s3_bucket}
+  S3 events: {settings.sqs_queue_url or "off"}
   project: {project_id}
   API key: {api_key}
 
