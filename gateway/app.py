@@ -142,6 +142,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             FileController,
             HealthController,
             EventsController,
+            static_router(),
             *(extra_route_handlers or []),
         ],
         dependencies=DEPENDENCIES,

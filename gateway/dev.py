@@ -163,10 +163,17 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
     curl -s {base}/api/storage/tenants/user_123/usage/ -H 'Authorization: Bearer {api_key}'
 
   API docs: {base}/schema
+  Demo page (browser uploads, usage bar): {base}/demo/
 """,
             flush=True,
         )
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        from gateway.demo import demo_router
+
+        own_url = f"http://127.0.0.1:{port}" if host in ("0.0.0.0", "::") else base
+        app = create_app(
+            settings, extra_route_handlers=[demo_router(gateway_url=own_url, api_key=api_key)]
+        )
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     finally:
         if s3 is not None:
             s3.stop()
