@@ -160,7 +160,12 @@ class UploadService:
         if row is None:
             raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
         is_new_tenant: bool = row["is_new_tenant"]
-        if req.tenant_email and not is_new_tenant and ctx["tenant_exists"]:
+        if (
+            req.tenant_email
+            and not is_new_tenant
+            and ctx["tenant_exists"]
+            and ctx["tenant_email"] != req.tenant_email
+        ):
             await self.db.execute(Q.set_tenant_email, project_id, req.tenant_id, req.tenant_email)
 
         try:

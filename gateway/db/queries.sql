@@ -11,7 +11,7 @@ SELECT k.secret_hash, k.project_id,
        p.max_file_size_bytes, p.storage_limit_bytes AS project_limit,
        p.default_tenant_limit_bytes, p.storage_used_bytes AS project_used,
        p.usage_version AS project_version,
-       t.tenant_id IS NOT NULL AS tenant_exists, t.limit_set,
+       t.tenant_id IS NOT NULL AS tenant_exists, t.limit_set, t.email AS tenant_email,
        t.storage_limit_bytes AS tenant_limit, t.storage_used_bytes AS tenant_used,
        t.usage_version AS tenant_version
 FROM api_keys k
