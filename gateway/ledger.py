@@ -158,6 +158,13 @@ class Ledger:
                 return result
             pairs = sorted({(parts[k].project_id, parts[k].tenant_id) for k in by_key})
             await conn.execute(Q.ensure_tenants, [p for p, _ in pairs], [t for _, t in pairs])
+            keys_sorted = sorted(by_key)
+            await conn.execute(
+                Q.claim_objects,
+                keys_sorted,
+                [parts[k].project_id for k in keys_sorted],
+                [parts[k].tenant_id for k in keys_sorted],
+            )
             rows: dict[str, _Row] = {
                 r["object_key"]: _Row(
                     r["project_id"],
@@ -194,7 +201,10 @@ class Ledger:
                 pair = (kp.project_id, kp.tenant_id)
                 touched.add(pair)
                 row = rows.get(key)
+                newest_created: ObjectChange | None = None
                 for ch in sorted(key_changes, key=_order):
+                    if ch.kind is ChangeKind.CREATED:
+                        newest_created = ch  # applied or stale: the object did arrive
                     if not _newer(ch, row):
                         result.stale += 1
                         continue
@@ -268,6 +278,10 @@ class Ledger:
                         settle[up["id"]] = (row.size, "completed", oversize)
                 elif row is not None and cancel_pending:
                     settle[up["id"]] = (0, "cancelled", False)
+                elif newest_created is not None:
+                    # created and already removed again (or the removal overtook the
+                    # creation): the upload did complete; nothing of it is stored
+                    settle[up["id"]] = (newest_created.size or 0, "completed", False)
                 if up["id"] in settle:
                     release[pair].append(up["id"])
 

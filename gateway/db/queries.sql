@@ -131,6 +131,15 @@ VALUES ($1, $2, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING (SELECT count(*) FROM new_tenant) > 0 AS is_new_tenant;
 
+-- name: insert_upload_existing_tenant
+-- The same as insert_upload for a tenant that exists: no write to the tenant row.
+INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type, method,
+                     declared_size, checksum_sha256, idempotency_key, request_hash,
+                     created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING false AS is_new_tenant;
+
 -- name: set_tenant_email
 UPDATE tenants SET email = $3, updated_at = now()
 WHERE project_id = $1 AND tenant_id = $2 AND email IS DISTINCT FROM $3;
@@ -203,6 +212,16 @@ RETURNING id, project_id, tenant_id, declared_size;
 -- name: uploads_by_ids
 SELECT id, status FROM uploads WHERE id = ANY($1::text[]);
 
+-- name: claim_objects
+-- A placeholder row per key (absent, size 0, epoch time: the same as "no row" to the
+-- ledger) so that FOR UPDATE below has a row to lock even for a key never seen:
+-- concurrent transactions carrying the same new key then take turns.
+INSERT INTO objects (object_key, project_id, tenant_id, present, event_time)
+SELECT k, p, t, false, 'epoch'::timestamptz
+FROM unnest($1::text[], $2::text[], $3::text[]) AS c(k, p, t)
+ORDER BY k
+ON CONFLICT (object_key) DO NOTHING;
+
 -- name: lock_objects
 SELECT object_key, project_id, tenant_id, upload_id, size_bytes, etag, version_id,
        present, sequencer, event_time
@@ -273,6 +292,16 @@ UPDATE tenants SET storage_used_bytes = $3, total_files = $4,
                    usage_version = usage_version + 1, updated_at = now()
 WHERE project_id = $1 AND tenant_id = $2
 RETURNING storage_used_bytes, usage_version;
+
+-- name: file_is_known
+-- A stored object, or a pending upload (by its id, parsed from the key) for the key.
+SELECT EXISTS (SELECT 1 FROM objects WHERE object_key = $1 AND present)
+    OR EXISTS (SELECT 1 FROM uploads WHERE id = $2 AND object_key = $1 AND status = 'pending');
+
+-- name: stored_file
+SELECT o.size_bytes, u.content_type, u.filename
+FROM objects o LEFT JOIN uploads u ON u.id = o.upload_id
+WHERE o.object_key = $1 AND o.present;
 
 -- name: tenant_ids
 SELECT tenant_id FROM tenants WHERE project_id = $1 ORDER BY tenant_id;

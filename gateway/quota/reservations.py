@@ -10,8 +10,9 @@ See docs/quota.md for the argument.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Protocol
@@ -94,6 +95,9 @@ class QuotaStore:
         self._reserve = redis.register_script(_lua("reserve.lua"))
         self._init = redis.register_script(_lua("init.lua"))
         self._apply = redis.register_script(_lua("apply.lua"))
+        # one snapshot in flight per hash in this process: concurrent callers that find
+        # the same hash missing wait for it instead of all scanning Postgres
+        self._rebuilding: dict[str, asyncio.Future[None]] = {}
 
     def unavailable(self, exc: BaseException) -> DependencyUnavailable:
         return DependencyUnavailable("redis", retry_after=self.retry_after, cause=repr(exc))
@@ -147,11 +151,37 @@ class QuotaStore:
     ) -> None:
         t, tm, p, pm = _keys(project_id, tenant_id)
         if tenant_nonce:
-            snap = await self.source.tenant_snapshot(project_id, tenant_id)
-            await self._init(keys=[t, tm], args=_init_args(tenant_nonce, snap))
+            await self._single_flight(
+                t, tm, tenant_nonce, lambda: self.source.tenant_snapshot(project_id, tenant_id)
+            )
         if project_nonce:
-            snap = await self.source.project_snapshot(project_id)
-            await self._init(keys=[p, pm], args=_init_args(project_nonce, snap))
+            await self._single_flight(
+                p, pm, project_nonce, lambda: self.source.project_snapshot(project_id)
+            )
+
+    async def _single_flight(
+        self,
+        key: str,
+        marker: str,
+        nonce: str,
+        snapshot: Callable[[], Awaitable[Snapshot]],
+    ) -> None:
+        running = self._rebuilding.get(key)
+        if running is not None:
+            await asyncio.shield(running)  # the caller then retries its reservation
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rebuilding[key] = fut
+        try:
+            snap = await snapshot()
+            await self._init(keys=[key, marker], args=_init_args(nonce, snap))
+            fut.set_result(None)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters see it through shield
+            raise
+        finally:
+            del self._rebuilding[key]
 
     async def apply(
         self,
