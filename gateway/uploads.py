@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from gateway.errors import (
     ValidationFailed,
 )
 from gateway.ids import new_id
-from gateway.ledger import ChangeKind, Ledger, ObjectChange
+from gateway.ledger import ChangeKind, Ledger, ObjectChange, parse_object_key
 from gateway.models import (
     DownloadRequest,
     DownloadResponse,
@@ -46,6 +47,37 @@ _encoder = msgspec.json.Encoder()
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_PG_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+def _request_hash(req: UploadRequest) -> bytes:
+    return hashlib.sha256(_encoder.encode(req)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    project_id: str
+    upload_id: str
+    file_path: str
+    key: str
+    declared: int
+    max_file: int
+    tenant_limit: int | None
+    project_limit: int | None
+    tenant_usage: UsageAt
+    project_usage: UsageAt
+    now: datetime
+    expires_at: datetime
+
+    def object_key_args(self, req: UploadRequest) -> tuple[Any, ...]:
+        return (self.key, req.filename, req.content_type, req.method)
 
 
 class PostgresReservationSource:
@@ -96,9 +128,79 @@ class UploadService:
     ) -> UploadResponse:
         if presented is None:
             raise Unauthorized()
-        ctx = await self.db.fetchrow(Q.upload_context, presented.key_id, req.tenant_id)
-        if ctx is None or not auth.matches(ctx["secret_hash"], presented):
-            raise Unauthorized()
+        # One pooled connection for the two statements, released before Redis.
+        async with self.db.acquire() as conn:
+            ctx = await conn.fetchrow(Q.upload_context, presented.key_id, req.tenant_id)
+            if ctx is None or not auth.matches(ctx["secret_hash"], presented):
+                raise Unauthorized()
+            plan = await self._plan(ctx, req)
+            row = await self._insert(conn, plan, req, ctx["tenant_exists"], idempotency_key)
+            if row is None:  # the Idempotency-Key was used before
+                replay = await self._replay(plan, req, idempotency_key)
+                if replay is not None:
+                    return replay
+                row = await self._insert(conn, plan, req, ctx["tenant_exists"], idempotency_key)
+                if row is None:
+                    raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
+            is_new_tenant: bool = row["is_new_tenant"]
+            if (
+                req.tenant_email
+                and ctx["tenant_exists"]
+                and ctx["tenant_email"] != req.tenant_email
+            ):
+                await conn.execute(
+                    Q.set_tenant_email, plan.project_id, req.tenant_id, req.tenant_email
+                )
+
+        try:
+            verdict = await self.quota.reserve(
+                project_id=plan.project_id,
+                tenant_id=req.tenant_id,
+                upload_id=plan.upload_id,
+                size=plan.declared,
+                tenant_limit=plan.tenant_limit,
+                tenant_usage=plan.tenant_usage,
+                project_limit=plan.project_limit,
+                project_usage=plan.project_usage,
+            )
+        except DependencyUnavailable:
+            await self._forget_upload(plan.upload_id)
+            raise
+        if isinstance(verdict, Rejected):
+            await self._forget_upload(plan.upload_id)
+            limit = plan.tenant_limit if verdict.scope == "tenant" else plan.project_limit
+            await self._reject(
+                plan.project_id,
+                req.tenant_id,
+                verdict.scope,
+                verdict.used,
+                verdict.reserved,
+                limit,
+                plan.declared,
+            )
+        signed = self._presign(
+            req.method,
+            plan.key,
+            req.content_type,
+            req.size_bytes,
+            req.checksum_sha256,
+            plan.now,
+            plan.max_file,
+        )
+        return self._response(
+            plan.upload_id,
+            signed,
+            plan.key,
+            plan.file_path,
+            req.tenant_id,
+            is_new_tenant,
+            req.size_bytes,
+            plan.now,
+            plan.expires_at,
+        )
+
+    async def _plan(self, ctx: asyncpg.Record, req: UploadRequest) -> _Plan:
+        """Limits and the checks that need no reservation (413/422 without a write)."""
         project_id: str = ctx["project_id"]
         tenant_limit: int | None = (
             ctx["tenant_limit"] if ctx["limit_set"] else ctx["default_tenant_limit_bytes"]
@@ -107,7 +209,6 @@ class UploadService:
         max_file = self.settings.max_file_size
         if ctx["max_file_size_bytes"] is not None:
             max_file = min(max_file, ctx["max_file_size_bytes"])
-
         size = req.size_bytes
         if size is None and (tenant_limit is not None or project_limit is not None):
             raise ValidationFailed(
@@ -131,105 +232,61 @@ class UploadService:
             await self._reject(
                 project_id, req.tenant_id, "project", p_usage.used, None, project_limit, declared
             )
-
         now = datetime.now(UTC).replace(microsecond=0)
         upload_id = new_id("upl")
         file_path = f"{req.tenant_id}/{upload_id}/{req.filename}"
-        key = f"{project_id}/{file_path}"
-        expires_at = now + timedelta(seconds=self.settings.upload_url_ttl)
-        request_hash = hashlib.sha256(_encoder.encode(req)).digest() if idempotency_key else None
-
-        for _ in range(2):
-            row = await self._insert(
-                upload_id,
-                project_id,
-                req,
-                key,
-                declared,
-                idempotency_key,
-                request_hash,
-                now,
-                expires_at,
-            )
-            if row is not None:
-                break
-            assert idempotency_key is not None and request_hash is not None
-            replay = await self._replay(project_id, req, idempotency_key, request_hash, max_file)
-            if replay is not None:
-                return replay
-        if row is None:
-            raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
-        is_new_tenant: bool = row["is_new_tenant"]
-        if (
-            req.tenant_email
-            and not is_new_tenant
-            and ctx["tenant_exists"]
-            and ctx["tenant_email"] != req.tenant_email
-        ):
-            await self.db.execute(Q.set_tenant_email, project_id, req.tenant_id, req.tenant_email)
-
-        try:
-            verdict = await self.quota.reserve(
-                project_id=project_id,
-                tenant_id=req.tenant_id,
-                upload_id=upload_id,
-                size=declared,
-                tenant_limit=tenant_limit,
-                tenant_usage=t_usage,
-                project_limit=project_limit,
-                project_usage=p_usage,
-            )
-        except DependencyUnavailable:
-            await self._forget_upload(upload_id)
-            raise
-        if isinstance(verdict, Rejected):
-            await self._forget_upload(upload_id)
-            limit = tenant_limit if verdict.scope == "tenant" else project_limit
-            await self._reject(
-                project_id,
-                req.tenant_id,
-                verdict.scope,
-                verdict.used,
-                verdict.reserved,
-                limit,
-                declared,
-            )
-        signed = self._presign(
-            req.method, key, req.content_type, size, req.checksum_sha256, now, max_file
-        )
-        return self._response(
-            upload_id, signed, key, file_path, req.tenant_id, is_new_tenant, size, now, expires_at
+        return _Plan(
+            project_id=project_id,
+            upload_id=upload_id,
+            file_path=file_path,
+            key=f"{project_id}/{file_path}",
+            declared=declared,
+            max_file=max_file,
+            tenant_limit=tenant_limit,
+            project_limit=project_limit,
+            tenant_usage=t_usage,
+            project_usage=p_usage,
+            now=now,
+            expires_at=now + timedelta(seconds=self.settings.upload_url_ttl),
         )
 
     async def _insert(
         self,
-        upload_id: str,
-        project_id: str,
+        conn: asyncpg.Connection,
+        plan: _Plan,
         req: UploadRequest,
-        key: str,
-        declared: int,
+        tenant_exists: bool,
         idempotency_key: str | None,
-        request_hash: bytes | None,
-        now: datetime,
-        expires_at: datetime,
     ) -> asyncpg.Record | None:
-        return await self.db.fetchrow(
-            Q.insert_upload,
-            upload_id,
-            project_id,
-            req.tenant_id,
-            req.tenant_email,
-            key,
-            req.filename,
-            req.content_type,
-            req.method,
+        request_hash = _request_hash(req) if idempotency_key else None
+        common = (
+            *plan.object_key_args(req),
             req.size_bytes,
             req.checksum_sha256,
             idempotency_key,
             request_hash,
-            now,
-            expires_at,
+            plan.now,
+            plan.expires_at,
         )
+        try:
+            if tenant_exists:  # no write to the tenant row at all
+                return await conn.fetchrow(
+                    Q.insert_upload_existing_tenant,
+                    plan.upload_id,
+                    plan.project_id,
+                    req.tenant_id,
+                    *common,
+                )
+            return await conn.fetchrow(
+                Q.insert_upload,
+                plan.upload_id,
+                plan.project_id,
+                req.tenant_id,
+                req.tenant_email,
+                *common,
+            )
+        except _PG_DOWN as exc:
+            raise self.db.unavailable(exc) from exc
 
     async def _forget_upload(self, upload_id: str) -> None:
         try:
@@ -267,9 +324,11 @@ class UploadService:
         return value
 
     async def _replay(
-        self, project_id: str, req: UploadRequest, idem: str, request_hash: bytes, max_file: int
+        self, plan: _Plan, req: UploadRequest, idem: str | None
     ) -> UploadResponse | None:
         """The earlier upload for this key, or None when the key is free again."""
+        assert idem is not None
+        project_id, max_file, request_hash = plan.project_id, plan.max_file, _request_hash(req)
         row = await self.db.fetchrow(Q.get_upload_by_idempotency_key, project_id, idem)
         if row is None:  # released between our insert and this read
             return None
@@ -456,12 +515,9 @@ class UploadService:
 
     async def delete_file(self, project_id: str, file_path: str) -> None:
         key = self._key_for(project_id, file_path)
-        known = await self.db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE object_key = $1 AND present)"
-            " OR EXISTS (SELECT 1 FROM uploads WHERE object_key = $1"
-            "            AND status = 'pending')",
-            key,
-        )
+        parts = parse_object_key(key)
+        upload_id = parts.upload_id if parts else None
+        known = await self.db.fetchval(Q.file_is_known, key, upload_id or "")
         if not known and await self.store.head(key) is None:
             raise NotFound("No such file", extra={"file_path": file_path})
         await self.store.delete(key)
@@ -472,12 +528,7 @@ class UploadService:
 
     async def download(self, project_id: str, req: DownloadRequest) -> DownloadResponse:
         key = self._key_for(project_id, req.file_path)
-        row = await self.db.fetchrow(
-            "SELECT o.size_bytes, u.content_type, u.filename FROM objects o"
-            " LEFT JOIN uploads u ON u.id = o.upload_id"
-            " WHERE o.object_key = $1 AND o.present",
-            key,
-        )
+        row = await self.db.fetchrow(Q.stored_file, key)
         size: int | None
         content_type: str | None
         if row is None:

@@ -1,10 +1,13 @@
 -- Every upload URL handed out. A 'pending' row is the durable record of a
 -- reservation: Redis reservations are rebuilt from these rows.
+-- No foreign key to tenants: its check would take a KEY SHARE lock on the tenant row
+-- for every upload, and a busy tenant must not serialise on a row (the insert path
+-- creates the tenant first; tenants are never deleted apart from their project).
 CREATE TABLE uploads (
     id                text PRIMARY KEY,
     project_id        text NOT NULL,
     tenant_id         text NOT NULL,
-    object_key        text NOT NULL UNIQUE,
+    object_key        text NOT NULL,  -- {project}/{tenant}/{id}/{filename}: unique by id
     filename          text NOT NULL,
     content_type      text NOT NULL,
     method            text NOT NULL CHECK (method IN ('PUT', 'POST')),
@@ -19,8 +22,7 @@ CREATE TABLE uploads (
     request_hash      bytea,
     created_at        timestamptz NOT NULL DEFAULT now(),
     expires_at        timestamptz NOT NULL,
-    settled_at        timestamptz,
-    FOREIGN KEY (project_id, tenant_id) REFERENCES tenants (project_id, tenant_id) ON DELETE CASCADE
+    settled_at        timestamptz
 );
 CREATE UNIQUE INDEX uploads_idempotency_idx ON uploads (project_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
