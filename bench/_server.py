@@ -1,0 +1,96 @@
+"""The gateway as the benchmarks run it: ``create_app`` plus one bare comparison route.
+
+    python -m bench._server --port 8080 [--workers N]
+
+``POST /bench/presign/`` takes the upload body and answers the same JSON shape as
+``POST /api/storage/upload/``, but only presigns: no key check, no Postgres, no
+Redis. It is the ceiling the full path is measured against. Settings come from
+the environment, like ``gateway serve``; uvicorn runs with the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from litestar import Litestar, post
+from litestar.datastructures import State
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.ids import new_id
+from gateway.models import UploadRequest, UploadResponse
+from gateway.storage.presigner import S3Presigner
+
+
+@post("/bench/presign/", status_code=200, include_in_schema=False)
+async def presign_only(data: UploadRequest, state: State) -> UploadResponse:
+    settings: Settings = state.settings
+    presigner: S3Presigner = state.presigner
+    now = datetime.now(UTC).replace(microsecond=0)
+    upload_id = new_id("upl")
+    file_path = f"{data.tenant_id}/{upload_id}/{data.filename}"
+    key = f"prj_bench/{file_path}"
+    signed = presigner.presign_put(
+        key,
+        content_type=data.content_type,
+        content_length=data.size_bytes if data.size_bytes is not None else -1,
+        checksum_sha256=data.checksum_sha256,
+        expires_in=settings.upload_url_ttl,
+        signed_at=now,
+    )
+    expires_at = now + timedelta(seconds=settings.upload_url_ttl)
+    return UploadResponse(
+        upload_id=upload_id,
+        presigned_url=signed.url,
+        method=signed.method,
+        bucket=settings.s3_bucket,
+        key=key,
+        headers=signed.headers,
+        fields=signed.fields,
+        file_path=file_path,
+        tenant_id=data.tenant_id,
+        is_new_tenant=False,
+        size_bytes=data.size_bytes,
+        expires_in=settings.upload_url_ttl,
+        expires_at=expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def create_bench_app() -> Litestar:
+    """uvicorn factory (``--workers`` needs an import string)."""
+    return create_app(Settings.from_env(), extra_route_handlers=[presign_only])
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    # The same options as `gateway serve` (gateway/cli.py).
+    if args.workers > 1:
+        uvicorn.run(
+            "bench._server:create_bench_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+        )
+    else:
+        uvicorn.run(
+            create_bench_app(), host=args.host, port=args.port, log_config=None, access_log=False
+        )
+
+
+if __name__ == "__main__":
+    main()
