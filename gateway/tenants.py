@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.db import Database, Q
 from gateway.errors import NotFound
@@ -36,6 +37,19 @@ Order = Literal[
 ]
 
 
+def _usage_of(row: Mapping[str, Any]) -> TenantUsage:
+    """A usage body from a row of get_tenant_usage or list_tenants."""
+    return tenant_usage(
+        tenant_id=row["tenant_id"],
+        email=row["email"],
+        plan=row["plan"],
+        used=row["storage_used_bytes"],
+        limit=row["storage_limit_bytes"],
+        files=row["total_files"],
+        reserved=row["storage_reserved_bytes"],
+    )
+
+
 class TenantService:
     def __init__(
         self, db: Database, store: ObjectStore, ledger: Ledger, *, max_file_size: int
@@ -60,15 +74,7 @@ class TenantService:
                 files=0,
                 reserved=0,
             )
-        return tenant_usage(
-            tenant_id=row["tenant_id"],
-            email=row["email"],
-            plan=row["plan"],
-            used=row["storage_used_bytes"],
-            limit=row["storage_limit_bytes"],
-            files=row["total_files"],
-            reserved=row["storage_reserved_bytes"],
-        )
+        return _usage_of(row)
 
     async def set_limit(self, project_id: str, tenant_id: str, update: LimitUpdate) -> TenantUsage:
         await self.db.execute(
@@ -96,18 +102,7 @@ class TenantService:
                 Q.list_tenants, project_id, over_limit, min_percentage, order, 0, 1
             )
             total = probe[0]["total_count"] if probe else 0
-        items = [
-            tenant_usage(
-                tenant_id=r["tenant_id"],
-                email=r["email"],
-                plan=r["plan"],
-                used=r["storage_used_bytes"],
-                limit=r["storage_limit_bytes"],
-                files=r["total_files"],
-                reserved=r["storage_reserved_bytes"],
-            )
-            for r in rows
-        ]
+        items = [_usage_of(r) for r in rows]
         return items, total
 
     async def project_usage(self, project_id: str) -> ProjectUsage:
