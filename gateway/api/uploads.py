@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 
 from gateway import auth
 from gateway.api.body import strict_body
@@ -32,7 +32,7 @@ class UploadController(Controller):
         data: UploadRequest,
         uploads: UploadService,
         idempotency_key: Annotated[
-            str | None, Parameter(header="Idempotency-Key", required=False, max_length=255)
+            str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
     ) -> UploadResponse:
         # Authentication is folded into the upload path's first query (one round trip).
