@@ -114,13 +114,14 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             sqs_cm = sqs_client(settings)
             client = await sqs_cm.__aenter__()
             poller = SqsPoller(state.ingestor, client, settings.sqs_queue_url)
-            tasks.append(asyncio.create_task(poller.run(stop)))
+            poller_task = asyncio.create_task(poller.run(stop))
+            tasks.append(poller_task)
         try:
             yield
         finally:
             stop.set()
-            if sqs_cm is not None:
-                await asyncio.sleep(0)
+            if sqs_cm is not None:  # the poller finishes the batch in hand, then stops
+                await asyncio.wait([poller_task], timeout=settings.db_timeout * 2)
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -62,9 +62,3 @@ def parse_bearer(header: str | None) -> PresentedKey | None:
 
 def matches(stored_hash: bytes, presented: PresentedKey) -> bool:
     return hmac.compare_digest(bytes(stored_hash), presented.secret_hash)
-
-
-def redact(raw: str) -> str:
-    """What may appear in logs: the key id, never the secret."""
-    m = _KEY.match(raw)
-    return f"{PREFIX}{m.group(1)}_…" if m else "…"

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+import msgspec
 from litestar import Litestar
 
 from gateway.config import ConfigError, Settings
@@ -242,13 +243,9 @@ async def _with_services(settings: Settings, fn: Callable[[Any], Coroutine[Any, 
     """Runs fn with the app's services, wired by the app's own lifespan."""
     from gateway.app import create_app
 
-    app = create_app(settings.__class__(**{**_asdict(settings), "sweep_interval": 0.0}))
+    app = create_app(msgspec.structs.replace(settings, sweep_interval=0.0))
     async with app.lifespan():
         return await fn(app.state)
-
-
-def _asdict(settings: Settings) -> dict[str, Any]:
-    return {f: getattr(settings, f) for f in settings.__struct_fields__}
 
 
 async def _sweep(state: Any) -> int:

@@ -19,14 +19,6 @@ from gateway.models import (
 )
 from gateway.storage.base import ObjectStore
 
-ORDERS = (
-    "tenant_id",
-    "-tenant_id",
-    "storage_used_bytes",
-    "-storage_used_bytes",
-    "percentage_used",
-    "-percentage_used",
-)
 Order = Literal[
     "tenant_id",
     "-tenant_id",

@@ -49,14 +49,6 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_PG_DOWN: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-)
-
-
 def _request_hash(req: UploadRequest) -> bytes:
     return hashlib.sha256(_encoder.encode(req)).digest()
 
@@ -268,25 +260,23 @@ class UploadService:
             plan.now,
             plan.expires_at,
         )
-        try:
-            if tenant_exists:  # no write to the tenant row at all
-                return await conn.fetchrow(
-                    Q.insert_upload_existing_tenant,
-                    plan.upload_id,
-                    plan.project_id,
-                    req.tenant_id,
-                    *common,
-                )
+        # (driver errors inside db.acquire() become 503s there)
+        if tenant_exists:  # no write to the tenant row at all
             return await conn.fetchrow(
-                Q.insert_upload,
+                Q.insert_upload_existing_tenant,
                 plan.upload_id,
                 plan.project_id,
                 req.tenant_id,
-                req.tenant_email,
                 *common,
             )
-        except _PG_DOWN as exc:
-            raise self.db.unavailable(exc) from exc
+        return await conn.fetchrow(
+            Q.insert_upload,
+            plan.upload_id,
+            plan.project_id,
+            req.tenant_id,
+            req.tenant_email,
+            *common,
+        )
 
     async def _forget_upload(self, upload_id: str) -> None:
         try:

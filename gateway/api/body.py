@@ -20,12 +20,10 @@ T = TypeVar("T")
 async def strict_body(request: Request[Any, Any, Any], model: type[T]) -> T:
     raw = await request.body()
     if not raw.strip():
-        raise ValidationFailed("A JSON request body is required", extra={"code_hint": "empty_body"})
+        raise ValidationFailed("A JSON request body is required")
     try:
         return msgspec.json.decode(raw, type=model, strict=True)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(f"Invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
-        err = ValidationFailed(f"The body is not valid JSON: {exc}")
-        err.extra["reason"] = "invalid_json"
-        raise err from None
+        raise ValidationFailed(f"The body is not valid JSON: {exc}") from None

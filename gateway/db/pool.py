@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -123,10 +123,6 @@ class Database:
         async with self.acquire() as conn:
             result: str = await conn.execute(sql, *args)
             return result
-
-    async def run(self, fn: Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]) -> T:
-        async with self.acquire() as conn:
-            return await fn(conn)
 
     async def ping(self) -> None:
         await asyncio.wait_for(self.fetchval("SELECT 1"), timeout=self._settings.db_timeout)

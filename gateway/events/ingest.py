@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,7 +63,6 @@ class _Pending:
 class BatchStats:
     batches: int = 0
     changes: int = 0
-    sizes: list[int] = field(default_factory=list)
 
 
 class ApplyBatcher:
@@ -138,8 +137,7 @@ class ApplyBatcher:
 @dataclass
 class IngestResult:
     records: int
-    applied: int
-    stale: int
+    applied: int  # committed (duplicates and stale records apply as no-ops)
     ignored: int
 
 
@@ -171,9 +169,7 @@ class EventIngestor:
     async def apply(self, changes: list[ObjectChange], *, ignored: int = 0) -> IngestResult:
         result = await self.batcher.submit(changes) if changes else ApplyResult()
         # The batch result covers everyone's changes; report ours by count only.
-        out = IngestResult(
-            records=len(changes) + ignored, applied=len(changes), stale=0, ignored=ignored
-        )
+        out = IngestResult(records=len(changes) + ignored, applied=len(changes), ignored=ignored)
         if self.metrics is not None:
             self.metrics.events.labels("received").inc(len(changes))
             if ignored:

@@ -222,28 +222,6 @@ class QuotaStore:
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
 
-    async def forget_project(self, project_id: str) -> None:
-        """Drops the project hash so the next request rebuilds it from Postgres."""
-        p = project_key(project_id)
-        try:
-            await self.redis.delete(p, p + ":rb")
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
-
-    async def forget_tenant(self, project_id: str, tenant_id: str) -> None:
-        t = tenant_key(project_id, tenant_id)
-        try:
-            await self.redis.delete(t, t + ":rb")
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
-
-    async def reserved_bytes(self, project_id: str, tenant_id: str) -> int | None:
-        try:
-            raw = await self.redis.hget(tenant_key(project_id, tenant_id), "res")
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
-        return None if raw is None else int(raw)
-
     async def ping(self) -> None:
         try:
             await self.redis.ping()

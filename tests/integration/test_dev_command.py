@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from gateway.config import Settings
-from tests.support.services import ROOT, free_port
+from tests.support.services import ROOT, free_port, wait_http
 
 
 def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path: Path) -> None:
@@ -44,12 +44,7 @@ def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path:
         key = re.search(r"API key: (gwk_\S+)", text)
         assert key, text
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_http(base + "/healthz")
         # the printed curl command, run as printed
         block = text[
             text.index("curl -s -X POST") : text.index("curl -s " + base + "/api/storage/tenants")
