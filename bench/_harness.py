@@ -346,7 +346,7 @@ async def warm_quota(settings: Settings, project_id: str, tenant_ids: Sequence[s
     """
     from gateway.db import Q, create_database
     from gateway.ids import new_id
-    from gateway.quota import Admitted, QuotaStore, UsageAt, create_redis
+    from gateway.quota import Admitted, QuotaStore, Reservation, UsageAt, create_redis
     from gateway.uploads import PostgresReservationSource
 
     db = create_database(settings)
@@ -363,14 +363,16 @@ async def warm_quota(settings: Settings, project_id: str, tenant_ids: Sequence[s
                 assert row is not None
                 upload_id = new_id("upl")
                 verdict = await quota.reserve(
-                    project_id=project_id,
-                    tenant_id=tenant_id,
-                    upload_id=upload_id,
-                    size=0,
-                    tenant_limit=None,
-                    tenant_usage=UsageAt(row["tenant_used"], row["tenant_version"]),
-                    project_limit=None,
-                    project_usage=UsageAt(row["project_used"], row["project_version"]),
+                    Reservation(
+                        project_id=project_id,
+                        tenant_id=tenant_id,
+                        upload_id=upload_id,
+                        size=0,
+                        tenant_limit=None,
+                        tenant_usage=UsageAt(row["tenant_used"], row["tenant_version"]),
+                        project_limit=None,
+                        project_usage=UsageAt(row["project_used"], row["project_version"]),
+                    )
                 )
                 if not isinstance(verdict, Admitted):
                     raise RuntimeError(f"warm-up reservation refused: {verdict}")

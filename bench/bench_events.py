@@ -96,7 +96,7 @@ class Workload:
     name: str
     tenants: list[tuple[str, str]]
     events: list[Event] = field(default_factory=list)
-    uploads: list[tuple[Any, ...]] = field(default_factory=list)  # Q.insert_upload args
+    uploads: list[tuple[Any, ...]] = field(default_factory=list)  # pending rows
     expected: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # bytes, files
     kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -556,7 +556,10 @@ async def prepare(
         async with db.acquire() as conn:
             await add_history(conn, history_project, history, rng)
             for w in workloads:
-                await conn.executemany(Q.insert_upload, w.uploads)
+                if w.uploads:
+                    cols = [list(c) for c in zip(*w.uploads, strict=True)]
+                    new_tenant = [True] * len(w.uploads)
+                    await conn.execute(Q.insert_uploads, *cols[:3], new_tenant, *cols[3:])
             # Statistics as autovacuum keeps them; with none, the planner sizes tables
             # as empty and cached generic plans stay on sequential scans.
             await conn.execute("ANALYZE")

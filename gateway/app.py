@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -116,6 +117,11 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             poller = SqsPoller(state.ingestor, client, settings.sqs_queue_url)
             poller_task = asyncio.create_task(poller.run(stop))
             tasks.append(poller_task)
+        # Everything built so far lives as long as the process: keep it out of the
+        # cyclic collector's full passes, which otherwise stall every request in
+        # flight for tens of milliseconds (bench/README.md, "GC pauses").
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -130,6 +136,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             if sqs_cm is not None:
                 await sqs_cm.__aexit__(None, None, None)
             await batcher.stop()
+            await state.uploads.close()
             await store.close()
             with contextlib.suppress(Exception):
                 await redis.aclose()

@@ -23,7 +23,7 @@ ContentType = Annotated[
     Meta(min_length=1, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=[\w.+\"-]+)*$"),
 ]
 Checksum = Annotated[str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=$")]
-Email = Annotated[str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+Email = Annotated[str, Meta(max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")]
 
 
 class UploadRequest(msgspec.Struct, kw_only=True, frozen=True):

@@ -7,18 +7,20 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
 import structlog
 
 from gateway import auth
+from gateway.batching import MicroBatcher
 from gateway.config import Settings
-from gateway.db import Database, Q
+from gateway.db import Database, Q, is_unavailable
 from gateway.errors import (
     DependencyUnavailable,
     FileTooLarge,
+    GatewayError,
     IdempotencyConflict,
     NotFound,
     ObjectNotUploaded,
@@ -36,7 +38,7 @@ from gateway.models import (
     UploadResponse,
     UploadStatus,
 )
-from gateway.quota import QuotaStore, Rejected, Snapshot, UsageAt
+from gateway.quota import Admitted, Missing, QuotaStore, Rejected, Reservation, Snapshot, UsageAt
 from gateway.storage.base import ObjectStore, PresignedRequest, Presigner
 
 log = structlog.get_logger(__name__)
@@ -68,8 +70,37 @@ class _Plan:
     now: datetime
     expires_at: datetime
 
-    def object_key_args(self, req: UploadRequest) -> tuple[Any, ...]:
-        return (self.key, req.filename, req.content_type, req.method)
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One upload request on its way into the database stage."""
+
+    presented: auth.PresentedKey
+    req: UploadRequest
+    idempotency_key: str | None
+    request_hash: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """The database stage's answer: the plan, and whether its pending row was written."""
+
+    plan: _Plan
+    inserted: bool  # False: the Idempotency-Key was used before
+    is_new_tenant: bool
+    tenant_exists: bool
+    tenant_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """Over a limit on settled usage alone: a 413 without any write."""
+
+    project_id: str
+    scope: str
+    used: int
+    limit: int
+    requested: int
 
 
 class PostgresReservationSource:
@@ -109,8 +140,25 @@ class UploadService:
         self.presigner = presigner
         self.store = store
         self.ledger = ledger
+        # Stage 1 (Postgres) and stage 2 (Redis) of the upload path, batched.
+        self._record: MicroBatcher[_Ask, _Recorded | _Refused] = MicroBatcher(
+            self._record_batch, max_batch=256, max_in_flight=2
+        )
+        self._judge: MicroBatcher[Reservation, Admitted | Rejected | Missing] = MicroBatcher(
+            quota.reserve_many, max_batch=256, max_in_flight=2
+        )
+
+    async def close(self) -> None:
+        await self._record.close()
+        await self._judge.close()
 
     # -- the hot path --------------------------------------------------------------
+    #
+    # Concurrent requests share round trips (gateway.batching): one statement reads the
+    # context of a whole batch and one writes its pending rows (stage 1, Postgres);
+    # one script call per project then judges the batch's reservations (stage 2,
+    # Redis). Each request keeps its own outcome, and every pending row is committed
+    # before its reservation is judged (docs/quota.md).
 
     async def request_upload(
         self,
@@ -120,41 +168,47 @@ class UploadService:
     ) -> UploadResponse:
         if presented is None:
             raise Unauthorized()
-        # One pooled connection for the two statements, released before Redis.
-        async with self.db.acquire() as conn:
-            ctx = await conn.fetchrow(Q.upload_context, presented.key_id, req.tenant_id)
-            if ctx is None or not auth.matches(ctx["secret_hash"], presented):
-                raise Unauthorized()
-            plan = await self._plan(ctx, req)
-            row = await self._insert(conn, plan, req, ctx["tenant_exists"], idempotency_key)
-            if row is None:  # the Idempotency-Key was used before
-                replay = await self._replay(plan, req, idempotency_key)
-                if replay is not None:
-                    return replay
-                row = await self._insert(conn, plan, req, ctx["tenant_exists"], idempotency_key)
-                if row is None:
-                    raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
-            is_new_tenant: bool = row["is_new_tenant"]
-            if (
-                req.tenant_email
-                and ctx["tenant_exists"]
-                and ctx["tenant_email"] != req.tenant_email
-            ):
-                await conn.execute(
-                    Q.set_tenant_email, plan.project_id, req.tenant_id, req.tenant_email
+        ask = _Ask(presented, req, idempotency_key, _request_hash(req) if idempotency_key else None)
+        for _ in range(2):
+            rec = await self._record.submit(ask)
+            if isinstance(rec, _Refused):
+                await self._reject(
+                    rec.project_id,
+                    req.tenant_id,
+                    rec.scope,
+                    rec.used,
+                    None,
+                    rec.limit,
+                    rec.requested,
                 )
-
-        try:
-            verdict = await self.quota.reserve(
-                project_id=plan.project_id,
-                tenant_id=req.tenant_id,
-                upload_id=plan.upload_id,
-                size=plan.declared,
-                tenant_limit=plan.tenant_limit,
-                tenant_usage=plan.tenant_usage,
-                project_limit=plan.project_limit,
-                project_usage=plan.project_usage,
+            if rec.inserted:
+                break
+            replay = await self._replay(rec.plan, req, idempotency_key)
+            if replay is not None:
+                return replay
+            # the key was released (older than the window) in between: record anew
+        else:
+            raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
+        plan = rec.plan
+        if req.tenant_email and rec.tenant_exists and rec.tenant_email != req.tenant_email:
+            await self.db.execute(
+                Q.set_tenant_email, plan.project_id, req.tenant_id, req.tenant_email
             )
+
+        reservation = Reservation(
+            project_id=plan.project_id,
+            tenant_id=req.tenant_id,
+            upload_id=plan.upload_id,
+            size=plan.declared,
+            tenant_limit=plan.tenant_limit,
+            tenant_usage=plan.tenant_usage,
+            project_limit=plan.project_limit,
+            project_usage=plan.project_usage,
+        )
+        try:
+            verdict = await self._judge.submit(reservation)
+            if isinstance(verdict, Missing):  # Redis lost the hash: rebuild, judge again
+                verdict = await self.quota.reserve(reservation)
         except DependencyUnavailable:
             await self._forget_upload(plan.upload_id)
             raise
@@ -185,13 +239,75 @@ class UploadService:
             plan.key,
             plan.file_path,
             req.tenant_id,
-            is_new_tenant,
+            rec.is_new_tenant,
             req.size_bytes,
             plan.now,
             plan.expires_at,
         )
 
-    async def _plan(self, ctx: asyncpg.Record, req: UploadRequest) -> _Plan:
+    async def _record_batch(self, asks: list[_Ask]) -> list[_Recorded | _Refused | BaseException]:
+        """Stage 1: the context of every request, then the pending rows, on one connection."""
+        out: list[_Recorded | _Refused | BaseException] = [Unauthorized() for _ in asks]
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(
+                Q.upload_context,
+                [a.presented.key_id for a in asks],
+                [a.req.tenant_id for a in asks],
+            )
+            planned: list[tuple[int, _Plan, asyncpg.Record]] = []
+            for row in rows:
+                i = row["ord"] - 1
+                ask = asks[i]
+                if not auth.matches(row["secret_hash"], ask.presented):
+                    continue  # stays Unauthorized
+                try:
+                    plan = self._plan(row, ask.req)
+                except GatewayError as exc:
+                    out[i] = exc
+                    continue
+                if isinstance(plan, _Refused):
+                    out[i] = plan
+                else:
+                    planned.append((i, plan, row))
+            if not planned:
+                return out
+            failed: set[int] = set()
+            try:
+                inserted, new_tenants = await self._insert(conn, asks, planned)
+            except asyncpg.PostgresError as exc:
+                if len(planned) == 1 or is_unavailable(exc):
+                    raise
+                # A row the batch statement refused: write them one by one, so the
+                # error reaches only the request it belongs to.
+                inserted, new_tenants = set(), set()
+                for one in planned:
+                    try:
+                        ins, new = await self._insert(conn, asks, [one])
+                    except asyncpg.PostgresError as exc:
+                        if is_unavailable(exc):
+                            raise
+                        out[one[0]] = exc
+                        failed.add(one[0])
+                        continue
+                    inserted |= ins
+                    new_tenants |= new
+        for i, plan, ctx in planned:
+            if i in failed:
+                continue
+            pair = f"{plan.project_id}/{asks[i].req.tenant_id}"
+            is_new = pair in new_tenants and plan.upload_id in inserted
+            if is_new:
+                new_tenants.discard(pair)  # the first of the batch is the tenant's first
+            out[i] = _Recorded(
+                plan=plan,
+                inserted=plan.upload_id in inserted,
+                is_new_tenant=is_new,
+                tenant_exists=ctx["tenant_exists"],
+                tenant_email=ctx["tenant_email"],
+            )
+        return out
+
+    def _plan(self, ctx: asyncpg.Record, req: UploadRequest) -> _Plan | _Refused:
         """Limits and the checks that need no reservation (413/422 without a write)."""
         project_id: str = ctx["project_id"]
         tenant_limit: int | None = (
@@ -217,13 +333,9 @@ class UploadService:
         p_usage = UsageAt(ctx["project_used"], ctx["project_version"])
         # Over the limit on settled usage alone: no need to write anything.
         if tenant_limit is not None and t_usage.used + declared > tenant_limit:
-            await self._reject(
-                project_id, req.tenant_id, "tenant", t_usage.used, None, tenant_limit, declared
-            )
+            return _Refused(project_id, "tenant", t_usage.used, tenant_limit, declared)
         if project_limit is not None and p_usage.used + declared > project_limit:
-            await self._reject(
-                project_id, req.tenant_id, "project", p_usage.used, None, project_limit, declared
-            )
+            return _Refused(project_id, "project", p_usage.used, project_limit, declared)
         now = datetime.now(UTC).replace(microsecond=0)
         upload_id = new_id("upl")
         file_path = f"{req.tenant_id}/{upload_id}/{req.filename}"
@@ -242,41 +354,41 @@ class UploadService:
             expires_at=now + timedelta(seconds=self.settings.upload_url_ttl),
         )
 
+    @staticmethod
     async def _insert(
-        self,
         conn: asyncpg.Connection,
-        plan: _Plan,
-        req: UploadRequest,
-        tenant_exists: bool,
-        idempotency_key: str | None,
-    ) -> asyncpg.Record | None:
-        request_hash = _request_hash(req) if idempotency_key else None
-        common = (
-            *plan.object_key_args(req),
-            req.size_bytes,
-            req.checksum_sha256,
-            idempotency_key,
-            request_hash,
-            plan.now,
-            plan.expires_at,
-        )
-        # (driver errors inside db.acquire() become 503s there)
-        if tenant_exists:  # no write to the tenant row at all
-            return await conn.fetchrow(
-                Q.insert_upload_existing_tenant,
-                plan.upload_id,
-                plan.project_id,
-                req.tenant_id,
-                *common,
-            )
-        return await conn.fetchrow(
-            Q.insert_upload,
-            plan.upload_id,
-            plan.project_id,
-            req.tenant_id,
-            req.tenant_email,
-            *common,
-        )
+        asks: list[_Ask],
+        planned: list[tuple[int, _Plan, asyncpg.Record]],
+    ) -> tuple[set[str], set[str]]:
+        """One statement for the pending rows (and new tenants): (ids inserted, tenants made)."""
+        cols: list[list[Any]] = [[] for _ in range(15)]
+        for i, plan, ctx in planned:
+            req = asks[i].req
+            for col, value in zip(
+                cols,
+                (
+                    plan.upload_id,
+                    plan.project_id,
+                    req.tenant_id,
+                    not ctx["tenant_exists"],
+                    req.tenant_email,
+                    plan.key,
+                    req.filename,
+                    req.content_type,
+                    req.method,
+                    req.size_bytes,
+                    req.checksum_sha256,
+                    asks[i].idempotency_key,
+                    asks[i].request_hash,
+                    plan.now,
+                    plan.expires_at,
+                ),
+                strict=True,
+            ):
+                col.append(value)
+        row = await conn.fetchrow(Q.insert_uploads, *cols)
+        assert row is not None
+        return set(row["inserted"]), set(row["new_tenants"])
 
     async def _forget_upload(self, upload_id: str) -> None:
         try:
@@ -293,7 +405,7 @@ class UploadService:
         reserved: int | None,
         limit: int | None,
         requested: int,
-    ) -> None:
+    ) -> NoReturn:
         if reserved is None:
             reserved = await self._reserved(project_id, tenant_id, scope)
         extra: dict[str, Any] = {

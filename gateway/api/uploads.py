@@ -37,8 +37,10 @@ class UploadController(Controller):
     ) -> UploadResponse:
         # Authentication is folded into the upload path's first query (one round trip).
         presented = auth.parse_bearer(request.headers.get("authorization"))
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise ValidationFailed("Idempotency-Key must not be empty")
+        if idempotency_key is not None and (
+            not idempotency_key.strip() or not idempotency_key.isprintable()
+        ):
+            raise ValidationFailed("Idempotency-Key must be printable text, not empty")
         metrics = request.app.state.metrics
         try:
             body = await strict_body(request, UploadRequest)

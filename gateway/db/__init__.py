@@ -1,6 +1,6 @@
 """Postgres access: the pool, named queries and driver-error mapping."""
 
-from gateway.db.pool import Database, create_database
+from gateway.db.pool import Database, create_database, is_unavailable
 from gateway.db.queries import Q
 
-__all__ = ["Database", "Q", "create_database"]
+__all__ = ["Database", "Q", "create_database", "is_unavailable"]

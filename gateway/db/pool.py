@@ -30,6 +30,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a driver error means Postgres is not answering (a 503, not our bug)."""
+    return isinstance(exc, _UNAVAILABLE)
+
+
 class Database:
     """A lazily connected pool. ``acquire`` fails fast (503) when Postgres is down."""
 

@@ -6,18 +6,20 @@ FROM api_keys k
 WHERE k.id = $1 AND k.revoked_at IS NULL;
 
 -- name: upload_context
--- One round trip for the upload path: the key, its project and the tenant (if any).
-SELECT k.secret_hash, k.project_id,
+-- One round trip for a batch of upload requests: each request's key, its project
+-- and the tenant (if any). $1 key ids, $2 tenant ids; rows carry the 1-based
+-- position of their request (a request with an unknown or revoked key has no row).
+SELECT i.ord, k.secret_hash, k.project_id,
        p.max_file_size_bytes, p.storage_limit_bytes AS project_limit,
        p.default_tenant_limit_bytes, p.storage_used_bytes AS project_used,
        p.usage_version AS project_version,
        t.tenant_id IS NOT NULL AS tenant_exists, t.limit_set, t.email AS tenant_email,
        t.storage_limit_bytes AS tenant_limit, t.storage_used_bytes AS tenant_used,
        t.usage_version AS tenant_version
-FROM api_keys k
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(key_id, tenant_id, ord)
+JOIN api_keys k ON k.id = i.key_id AND k.revoked_at IS NULL
 JOIN projects p ON p.id = k.project_id
-LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = $2
-WHERE k.id = $1 AND k.revoked_at IS NULL;
+LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = i.tenant_id;
 
 -- name: insert_project
 INSERT INTO projects (id, name, max_file_size_bytes, storage_limit_bytes, default_tenant_limit_bytes)
@@ -116,29 +118,39 @@ SELECT p.id AS project_id, p.name, p.storage_used_bytes, p.total_files,
            AS storage_reserved_bytes
 FROM projects p WHERE p.id = $1;
 
--- name: insert_upload
--- Creates the tenant on first use (no lock on an existing tenant row), then the
--- pending upload. No row is returned when the idempotency key was used before.
-WITH new_tenant AS (
-    INSERT INTO tenants (project_id, tenant_id, email) VALUES ($2, $3, $4)
+-- name: insert_uploads
+-- The pending upload rows of a batch of requests, in one statement: creates the
+-- tenants flagged in $4 on first use (no lock on an existing tenant row), then the
+-- uploads. Answers the ids inserted (an upload whose idempotency key was used
+-- before is not) and the tenants created, as "project/tenant".
+WITH i AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
+                         $11::text[], $12::text[], $13::bytea[], $14::timestamptz[],
+                         $15::timestamptz[])
+        AS i(id, project_id, tenant_id, new_tenant, email, object_key, filename,
+             content_type, method, declared_size, checksum_sha256, idempotency_key,
+             request_hash, created_at, expires_at)
+), new_tenants AS (
+    INSERT INTO tenants (project_id, tenant_id, email)
+    SELECT DISTINCT ON (project_id, tenant_id) project_id, tenant_id, email
+    FROM i WHERE new_tenant
+    ORDER BY project_id, tenant_id
     ON CONFLICT (project_id, tenant_id) DO NOTHING
-    RETURNING tenant_id
+    RETURNING project_id, tenant_id
+), inserted AS (
+    INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type,
+                         method, declared_size, checksum_sha256, idempotency_key,
+                         request_hash, created_at, expires_at)
+    SELECT id, project_id, tenant_id, object_key, filename, content_type, method,
+           declared_size, checksum_sha256, idempotency_key, request_hash, created_at,
+           expires_at
+    FROM i
+    ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
 )
-INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type, method,
-                     declared_size, checksum_sha256, idempotency_key, request_hash,
-                     created_at, expires_at)
-VALUES ($1, $2, $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING (SELECT count(*) FROM new_tenant) > 0 AS is_new_tenant;
-
--- name: insert_upload_existing_tenant
--- The same as insert_upload for a tenant that exists: no write to the tenant row.
-INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type, method,
-                     declared_size, checksum_sha256, idempotency_key, request_hash,
-                     created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING false AS is_new_tenant;
+SELECT ARRAY(SELECT id FROM inserted) AS inserted,
+       ARRAY(SELECT project_id || '/' || tenant_id FROM new_tenants) AS new_tenants;
 
 -- name: set_tenant_email
 UPDATE tenants SET email = $3, updated_at = now()

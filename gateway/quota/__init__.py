@@ -3,8 +3,10 @@
 from gateway.quota.client import create_redis
 from gateway.quota.reservations import (
     Admitted,
+    Missing,
     QuotaStore,
     Rejected,
+    Reservation,
     ReservationSource,
     Snapshot,
     UsageAt,
@@ -12,8 +14,10 @@ from gateway.quota.reservations import (
 
 __all__ = [
     "Admitted",
+    "Missing",
     "QuotaStore",
     "Rejected",
+    "Reservation",
     "ReservationSource",
     "Snapshot",
     "UsageAt",

@@ -62,8 +62,45 @@ class ReservationSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Reservation:
+    """One upload to judge: its size, and the limits and usage read from Postgres."""
+
+    project_id: str
+    tenant_id: str
+    upload_id: str
+    size: int
+    tenant_limit: int | None
+    tenant_usage: UsageAt
+    project_limit: int | None
+    project_usage: UsageAt
+
+    def script_args(self) -> tuple[Any, ...]:
+        return (
+            self.upload_id,
+            self.size,
+            -1 if self.tenant_limit is None else self.tenant_limit,
+            self.tenant_usage.used,
+            self.tenant_usage.version,
+            -1 if self.project_limit is None else self.project_limit,
+            self.project_usage.used,
+            self.project_usage.version,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Admitted:
     pass
+
+
+_ADMITTED = Admitted()
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """The tenant's or project's hash is gone; rebuild under these marker nonces."""
+
+    tenant: str
+    project: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,49 +139,57 @@ class QuotaStore:
     def unavailable(self, exc: BaseException) -> DependencyUnavailable:
         return DependencyUnavailable("redis", retry_after=self.retry_after, cause=repr(exc))
 
-    async def reserve(
-        self,
-        *,
-        project_id: str,
-        tenant_id: str,
-        upload_id: str,
-        size: int,
-        tenant_limit: int | None,
-        tenant_usage: UsageAt,
-        project_limit: int | None,
-        project_usage: UsageAt,
-    ) -> Admitted | Rejected:
-        keys = _keys(project_id, tenant_id)
-        try:
-            for _ in range(MAX_REBUILDS):
-                nonce = secrets.token_hex(8)
-                result = await self._reserve(
-                    keys=keys,
-                    args=[
-                        upload_id,
-                        size,
-                        -1 if tenant_limit is None else tenant_limit,
-                        tenant_usage.used,
-                        tenant_usage.version,
-                        -1 if project_limit is None else project_limit,
-                        project_usage.used,
-                        project_usage.version,
-                        nonce,
-                        MARKER_TTL_MS,
-                    ],
-                )
-                verdict = result[0].decode() if isinstance(result[0], bytes) else result[0]
-                if verdict == "ok":
-                    return Admitted()
-                if verdict == "missing":
-                    await self._rebuild(project_id, tenant_id, _text(result[1]), _text(result[2]))
-                    continue
-                return Rejected(scope=verdict, used=int(result[1]), reserved=int(result[2]))
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
+    async def reserve(self, r: Reservation) -> Admitted | Rejected:
+        """Admits or rejects one upload, rebuilding missing hashes from Postgres."""
+        for _ in range(MAX_REBUILDS):
+            (verdict,) = await self.reserve_many([r])
+            if not isinstance(verdict, Missing):
+                return verdict
+            try:
+                await self._rebuild(r.project_id, r.tenant_id, verdict.tenant, verdict.project)
+            except _REDIS_DOWN as exc:
+                raise self.unavailable(exc) from exc
         raise DependencyUnavailable(
             "redis", retry_after=self.retry_after, cause="rebuild contention"
         )
+
+    async def reserve_many(
+        self, items: Sequence[Reservation]
+    ) -> list[Admitted | Rejected | Missing]:
+        """Judges many uploads in one round trip: one script call per project.
+
+        An upload whose hash is missing gets ``Missing``; ``reserve`` rebuilds and
+        retries it (kept out of the batch so a rebuild holds up no one else).
+        """
+        by_project: dict[str, list[int]] = {}
+        for i, r in enumerate(items):
+            by_project.setdefault(r.project_id, []).append(i)
+        nonce = secrets.token_hex(8)
+        try:
+            if len(by_project) == 1:
+                raw = [await self._judge(items, nonce, client=None)]
+                groups = [list(range(len(items)))]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                groups = list(by_project.values())
+                for idx in groups:
+                    await self._judge([items[i] for i in idx], nonce, client=pipe)
+                raw = await pipe.execute()
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+        out: list[Admitted | Rejected | Missing] = [_ADMITTED] * len(items)
+        for idx, answers in zip(groups, raw, strict=True):
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = _verdict(answer)
+        return out
+
+    async def _judge(self, items: Sequence[Reservation], nonce: str, client: Any) -> Any:
+        keys: list[str] = []
+        args: list[Any] = [nonce, MARKER_TTL_MS]
+        for r in items:
+            keys.extend(_keys(r.project_id, r.tenant_id))
+            args.extend(r.script_args())
+        return await self._reserve(keys=keys, args=args, client=client)
 
     async def _rebuild(
         self, project_id: str, tenant_id: str, tenant_nonce: str, project_nonce: str
@@ -245,6 +290,15 @@ def _apply_args(
         IDLE_TTL_SECONDS,
         *released,
     ]
+
+
+def _verdict(answer: Sequence[Any]) -> Admitted | Rejected | Missing:
+    kind = _text(answer[0])
+    if kind == "ok":
+        return _ADMITTED
+    if kind == "missing":
+        return Missing(tenant=_text(answer[1]), project=_text(answer[2]))
+    return Rejected(scope=kind, used=int(answer[1]), reserved=int(answer[2]))
 
 
 def _text(value: bytes | str) -> str:

@@ -1,26 +1,18 @@
--- Atomic admission: admit iff used + reserved + size <= limit for the tenant and the
--- project. KEYS: tenant hash, tenant rebuild marker, project hash, project marker
+-- Atomic admission for one or more uploads of one project, judged in order: each is
+-- admitted iff used + reserved + size <= limit for its tenant and for the project.
+-- KEYS, 4 per upload: tenant hash, tenant rebuild marker, project hash, project marker
 -- (all share the {project} hash tag, so this works on Redis Cluster).
--- ARGV: upload id, size, tenant limit (-1 = none), tenant used, tenant usage version,
---       project limit (-1 = none), project used, project usage version,
---       rebuild nonce, marker ttl (ms)
--- Returns {'ok'} | {'missing', tenant nonce|'', project nonce|''}
+-- ARGV: rebuild nonce, marker ttl (ms), then 8 per upload: upload id, size,
+--       tenant limit (-1 = none), tenant used, tenant usage version,
+--       project limit (-1 = none), project used, project usage version.
+-- Returns one verdict per upload: {'ok'} | {'missing', tenant nonce|'', project nonce|''}
 --       | {'tenant'|'project', used, reserved}
-local field = 'r:' .. ARGV[1]
-local size = tonumber(ARGV[2])
-local tmissing = redis.call('EXISTS', KEYS[1]) == 0
-local pmissing = redis.call('EXISTS', KEYS[3]) == 0
-if tmissing or pmissing then
-  -- Start (or join) a rebuild: the marker must live from before the caller's
-  -- snapshot until its init. Concurrent rebuilders share the marker's nonce.
-  local function marker(k)
-    redis.call('SET', k, ARGV[9], 'PX', ARGV[10], 'NX')
-    return redis.call('GET', k)
-  end
-  local tn, pn = '', ''
-  if tmissing then tn = marker(KEYS[2]) end
-  if pmissing then pn = marker(KEYS[4]) end
-  return {'missing', tn, pn}
+
+-- Start (or join) a rebuild: the marker must live from before the caller's snapshot
+-- until its init. Concurrent rebuilders share the marker's nonce.
+local function marker(k)
+  redis.call('SET', k, ARGV[1], 'PX', ARGV[2], 'NX')
+  return redis.call('GET', k)
 end
 
 -- Usage mirrored from Postgres: keep whichever of (ours, the caller's) is newer.
@@ -33,33 +25,52 @@ local function sync(h, used, ver)
   return tonumber(redis.call('HGET', h, 'used') or '0')
 end
 
-local tused = sync(KEYS[1], ARGV[4], ARGV[5])
-local pused = sync(KEYS[3], ARGV[7], ARGV[8])
-local tmine = redis.call('HGET', KEYS[1], field)
-local pmine = redis.call('HGET', KEYS[3], field)
--- reserved by everyone else (a rebuild may already have counted this upload)
-local tother = tonumber(redis.call('HGET', KEYS[1], 'res') or '0') - tonumber(tmine or '0')
-local pother = tonumber(redis.call('HGET', KEYS[3], 'res') or '0') - tonumber(pmine or '0')
-local tlimit = tonumber(ARGV[3])
-local plimit = tonumber(ARGV[6])
+local function reserve(tkey, tmark, pkey, pmark, a)
+  local tmissing = redis.call('EXISTS', tkey) == 0
+  local pmissing = redis.call('EXISTS', pkey) == 0
+  if tmissing or pmissing then
+    local tn, pn = '', ''
+    if tmissing then tn = marker(tmark) end
+    if pmissing then pn = marker(pmark) end
+    return {'missing', tn, pn}
+  end
+  local field = 'r:' .. ARGV[a]
+  local size = tonumber(ARGV[a + 1])
+  local tused = sync(tkey, ARGV[a + 3], ARGV[a + 4])
+  local pused = sync(pkey, ARGV[a + 6], ARGV[a + 7])
+  local tmine = redis.call('HGET', tkey, field)
+  local pmine = redis.call('HGET', pkey, field)
+  -- reserved by everyone else (a rebuild may already have counted this upload)
+  local tother = tonumber(redis.call('HGET', tkey, 'res') or '0') - tonumber(tmine or '0')
+  local pother = tonumber(redis.call('HGET', pkey, 'res') or '0') - tonumber(pmine or '0')
+  local tlimit = tonumber(ARGV[a + 2])
+  local plimit = tonumber(ARGV[a + 5])
 
-local verdict = nil
-if tlimit >= 0 and tused + tother + size > tlimit then
-  verdict = {'tenant', tused, tother}
-elseif plimit >= 0 and pused + pother + size > plimit then
-  verdict = {'project', pused, pother}
+  local verdict = nil
+  if tlimit >= 0 and tused + tother + size > tlimit then
+    verdict = {'tenant', tused, tother}
+  elseif plimit >= 0 and pused + pother + size > plimit then
+    verdict = {'project', pused, pother}
+  end
+  if verdict then
+    if tmine then redis.call('HDEL', tkey, field); redis.call('HINCRBY', tkey, 'res', 0 - tonumber(tmine)) end
+    if pmine then redis.call('HDEL', pkey, field); redis.call('HINCRBY', pkey, 'res', 0 - tonumber(pmine)) end
+    return verdict
+  end
+  if not tmine then
+    redis.call('HSET', tkey, field, ARGV[a + 1]); redis.call('HINCRBY', tkey, 'res', ARGV[a + 1])
+  end
+  if not pmine then
+    redis.call('HSET', pkey, field, ARGV[a + 1]); redis.call('HINCRBY', pkey, 'res', ARGV[a + 1])
+  end
+  redis.call('PERSIST', tkey)
+  redis.call('PERSIST', pkey)
+  return {'ok'}
 end
-if verdict then
-  if tmine then redis.call('HDEL', KEYS[1], field); redis.call('HINCRBY', KEYS[1], 'res', 0 - tonumber(tmine)) end
-  if pmine then redis.call('HDEL', KEYS[3], field); redis.call('HINCRBY', KEYS[3], 'res', 0 - tonumber(pmine)) end
-  return verdict
+
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local k = i * 4
+  out[i + 1] = reserve(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], 3 + i * 8)
 end
-if not tmine then
-  redis.call('HSET', KEYS[1], field, ARGV[2]); redis.call('HINCRBY', KEYS[1], 'res', ARGV[2])
-end
-if not pmine then
-  redis.call('HSET', KEYS[3], field, ARGV[2]); redis.call('HINCRBY', KEYS[3], 'res', ARGV[2])
-end
-redis.call('PERSIST', KEYS[1])
-redis.call('PERSIST', KEYS[3])
-return {'ok'}
+return out

@@ -1,0 +1,157 @@
+"""The batched upload path: requests that share a round trip keep their own outcomes.
+
+Many requests are fired at once through one app (real Postgres, Redis and moto), so
+the database stage and the Redis stage each see batches that mix good and bad
+requests, several tenants and projects, and repeated idempotency keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.conftest import ProjectKey, make_project
+
+UPLOAD = "/api/storage/upload/"
+
+
+def body(tenant: str, size: int = 10, **over: Any) -> dict[str, Any]:
+    return {"tenant_id": tenant, "filename": "f.bin", "size_bytes": size, **over}
+
+
+async def reserved(client: httpx.AsyncClient, p: ProjectKey, tenant: str) -> int:
+    r = await client.get(f"/api/storage/tenants/{tenant}/usage/", headers=p.headers)
+    assert r.status_code == 200, r.text
+    value: int = r.json()["storage_reserved_bytes"]
+    return value
+
+
+async def test_a_mixed_burst_gets_each_request_its_own_answer(
+    client: httpx.AsyncClient, state: Any
+) -> None:
+    a = await make_project(state, max_file_size=1000)
+    b = await make_project(state)
+    r = await client.patch(
+        "/api/storage/tenants/small/limit/", json={"storage_limit_bytes": 55}, headers=a.headers
+    )
+    assert r.status_code == 200
+    r = await client.patch(
+        "/api/storage/tenants/full/limit/", json={"storage_limit_bytes": 5}, headers=a.headers
+    )
+    assert r.status_code == 200
+    bad_key = {"Authorization": a.headers["Authorization"][:-4] + "AAAA"}
+    idem = {**a.headers, "Idempotency-Key": "burst-1"}
+
+    calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+    calls += [("small", a.headers, body("small")) for _ in range(12)]  # room for 5
+    calls += [("newbie", a.headers, body("newbie")) for _ in range(6)]  # first use
+    calls += [("idem", idem, body("idem")) for _ in range(4)]  # one upload
+    calls += [("bad-key", bad_key, body("x"))]
+    calls += [("too-large", a.headers, body("x", size=1001))]
+    calls += [("full", a.headers, body("full"))]  # over the limit before any reservation
+    calls += [("b", b.headers, body("small")) for _ in range(5)]  # same tenant id, project b
+    responses = await asyncio.gather(*(client.post(UPLOAD, json=j, headers=h) for _, h, j in calls))
+    by_kind: dict[str, list[httpx.Response]] = {}
+    for (kind, _, _), resp in zip(calls, responses, strict=True):
+        by_kind.setdefault(kind, []).append(resp)
+
+    assert state.uploads._record.batches < len(calls)  # the burst was batched
+
+    small = [r.status_code for r in by_kind["small"]]
+    assert small.count(200) == 5 and small.count(413) == 7
+    for r in by_kind["small"]:
+        if r.status_code == 413:
+            assert r.json()["code"] == "quota_exceeded"
+    assert await reserved(client, a, "small") == 50
+
+    newbie = by_kind["newbie"]
+    assert all(r.status_code == 200 for r in newbie)
+    assert sum(r.json()["is_new_tenant"] for r in newbie) == 1
+
+    idem_ids = {r.json()["upload_id"] for r in by_kind["idem"] if r.status_code == 200}
+    assert len(idem_ids) == 1 and all(r.status_code == 200 for r in by_kind["idem"])
+    assert await reserved(client, a, "idem") == 10
+    other = await client.post(UPLOAD, json=body("idem", size=11), headers=idem)
+    assert other.status_code == 409
+
+    assert by_kind["bad-key"][0].status_code == 401
+    too_large = by_kind["too-large"][0]
+    assert too_large.status_code == 413 and too_large.json()["code"] == "file_too_large"
+    full = by_kind["full"][0]
+    assert full.status_code == 413 and full.json()["storage_limit_bytes"] == 5
+
+    assert all(r.status_code == 200 for r in by_kind["b"])  # b's tenant is unlimited
+    assert await reserved(client, b, "small") == 50
+
+
+async def test_a_burst_after_redis_lost_its_data_rebuilds_and_admits_exactly(
+    client: httpx.AsyncClient, state: Any
+) -> None:
+    p = await make_project(state)
+    r = await client.patch(
+        "/api/storage/tenants/t/limit/", json={"storage_limit_bytes": 100}, headers=p.headers
+    )
+    assert r.status_code == 200
+    first = await asyncio.gather(
+        *(client.post(UPLOAD, json=body("t"), headers=p.headers) for _ in range(4))
+    )
+    assert [x.status_code for x in first] == [200] * 4
+    await state.redis.flushdb()
+    rest = await asyncio.gather(
+        *(client.post(UPLOAD, json=body("t"), headers=p.headers) for _ in range(20))
+    )
+    codes = [x.status_code for x in rest]
+    assert codes.count(200) == 6 and codes.count(413) == 14  # 4 kept + 6 = 100 bytes
+    assert await reserved(client, p, "t") == 100
+
+
+async def test_reserve_many_judges_each_upload_against_its_own_tenant_and_project(
+    state: Any,
+) -> None:
+    from gateway.quota import Admitted, Missing, Rejected, Reservation, UsageAt
+
+    quota = state.quota
+    p1 = (await make_project(state)).project_id
+    p2 = (await make_project(state)).project_id
+    zero = UsageAt(0, 0)
+
+    def res(project: str, tenant: str, upload: str, size: int, limit: int | None) -> Reservation:
+        return Reservation(
+            project, tenant, upload, size, limit, zero, 25 if project == p2 else None, zero
+        )
+
+    # unknown hashes: every upload is sent back to be rebuilt, nothing is reserved
+    first = await quota.reserve_many([res(p1, "a", "u0", 1, 20), res(p2, "c", "u00", 1, None)])
+    assert all(isinstance(v, Missing) and v.tenant for v in first)
+    for project, tenant in ((p1, "a"), (p1, "b"), (p2, "c")):
+        assert isinstance(
+            await quota.reserve(res(project, tenant, "w-" + tenant, 0, None)), Admitted
+        )
+
+    verdicts = await quota.reserve_many(
+        [
+            res(p1, "a", "u1", 10, 20),
+            res(p1, "b", "u2", 30, None),  # another tenant: not held to a's limit
+            res(p2, "c", "u3", 10, None),
+            res(p1, "a", "u4", 10, 20),
+            res(p2, "c", "u5", 10, None),
+            res(p1, "a", "u6", 10, 20),  # a is full (20)
+            res(p2, "c", "u7", 10, None),  # p2's cap is 25
+            res(p1, "a", "u1", 10, 20),  # the same upload again: counted once
+        ]
+    )
+    kinds = [type(v).__name__ for v in verdicts]
+    assert kinds == [
+        "Admitted",
+        "Admitted",
+        "Admitted",
+        "Admitted",
+        "Admitted",
+        "Rejected",
+        "Rejected",
+        "Admitted",
+    ]
+    assert verdicts[5] == Rejected(scope="tenant", used=0, reserved=20)
+    assert verdicts[6] == Rejected(scope="project", used=0, reserved=20)
