@@ -119,6 +119,8 @@ async def test_file_too_large(client: Client, state: Any) -> None:
         {"method": "GET"},
         {"checksum_sha256": "nope"},
         {"content_type": "not a type"},
+        {"tenant_email": "a\x00@b.c"},  # Postgres text cannot hold a NUL
+        {"tenant_email": "not-an-email"},
     ],
 )
 async def test_bad_input_is_4xx_and_reserves_nothing(
