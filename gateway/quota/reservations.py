@@ -53,6 +53,9 @@ class Snapshot:
     pending: Sequence[tuple[str, int]]  # (upload id, declared size)
 
 
+MirrorItem = tuple[str, str | None, UsageAt | None, UsageAt | None, Sequence[str]]
+
+
 class ReservationSource(Protocol):
     """Where rebuilds read the durable truth (Postgres)."""
 
@@ -238,58 +241,54 @@ class QuotaStore:
         released: Sequence[str] = (),
     ) -> None:
         """Mirrors a committed change: usage at a version, and reservations that ended."""
-        keys = _keys(project_id, tenant_id or "")
-        args = _apply_args(tenant_id, tenant_usage, project_usage, released)
-        try:
-            await self._apply(keys=keys, args=args)
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
+        await self.apply_many([(project_id, tenant_id, tenant_usage, project_usage, released)])
 
-    async def apply_many(
-        self,
-        items: Sequence[tuple[str, str, UsageAt | None, UsageAt | None, Sequence[str]]],
-    ) -> None:
-        """``apply`` for many tenants in one pipelined round trip.
+    async def apply_many(self, items: Sequence[MirrorItem]) -> None:
+        """``apply`` for many tenants in one round trip: one script call per project.
 
-        Items are (project id, tenant id, tenant usage, project usage, released ids).
+        Items are (project id, tenant id or None, tenant usage, project usage,
+        released upload ids).
         """
         if not items:
             return
+        by_project: dict[str, list[MirrorItem]] = {}
+        for item in items:
+            by_project.setdefault(item[0], []).append(item)
         try:
+            if len(by_project) == 1:
+                await self._mirror(items, client=None)
+                return
             pipe = self.redis.pipeline(transaction=False)
-            for project_id, tenant_id, t_usage, p_usage, released in items:
-                await self._apply(
-                    keys=_keys(project_id, tenant_id),
-                    args=_apply_args(tenant_id, t_usage, p_usage, released),
-                    client=pipe,
-                )
+            for group in by_project.values():
+                await self._mirror(group, client=pipe)
             await pipe.execute()
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
+
+    async def _mirror(self, items: Sequence[MirrorItem], client: Any) -> Any:
+        keys: list[str] = []
+        args: list[Any] = [IDLE_TTL_SECONDS]
+        for project_id, tenant_id, t_usage, p_usage, released in items:
+            keys.extend(_keys(project_id, tenant_id or ""))
+            # tenant version -2: leave the tenant hash alone; -1: usage unchanged
+            tver = -2 if tenant_id is None else (t_usage.version if t_usage else -1)
+            args.extend(
+                (
+                    t_usage.used if t_usage else 0,
+                    tver,
+                    p_usage.used if p_usage else 0,
+                    p_usage.version if p_usage else -1,
+                    len(released),
+                    *released,
+                )
+            )
+        return await self._apply(keys=keys, args=args, client=client)
 
     async def ping(self) -> None:
         try:
             await self.redis.ping()
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
-
-
-def _apply_args(
-    tenant_id: str | None,
-    tenant_usage: UsageAt | None,
-    project_usage: UsageAt | None,
-    released: Sequence[str],
-) -> list[Any]:
-    # tenant version -2: leave the tenant hash alone; -1: usage unchanged
-    tver = -2 if tenant_id is None else (tenant_usage.version if tenant_usage else -1)
-    return [
-        tenant_usage.used if tenant_usage else 0,
-        tver,
-        project_usage.used if project_usage else 0,
-        project_usage.version if project_usage else -1,
-        IDLE_TTL_SECONDS,
-        *released,
-    ]
 
 
 def _verdict(answer: Sequence[Any]) -> Admitted | Rejected | Missing:

@@ -155,3 +155,52 @@ async def test_reserve_many_judges_each_upload_against_its_own_tenant_and_projec
     ]
     assert verdicts[5] == Rejected(scope="tenant", used=0, reserved=20)
     assert verdicts[6] == Rejected(scope="project", used=0, reserved=20)
+
+
+async def test_apply_many_mirrors_each_tenant_and_project_in_one_call_per_project(
+    state: Any,
+) -> None:
+    from gateway.quota import Admitted, Reservation, UsageAt
+    from gateway.quota.reservations import project_key, tenant_key
+
+    quota, redis = state.quota, state.redis
+    p1 = (await make_project(state)).project_id
+    p2 = (await make_project(state)).project_id
+    zero = UsageAt(0, 0)
+    for project, tenant, upload, size in (
+        (p1, "a", "u1", 10),
+        (p1, "a", "u2", 20),
+        (p1, "b", "u3", 30),
+        (p2, "c", "u4", 40),
+    ):
+        r = Reservation(project, tenant, upload, size, None, zero, None, zero)
+        assert isinstance(await quota.reserve(r), Admitted)
+
+    await quota.apply_many(
+        [
+            (p1, "a", UsageAt(10, 100), UsageAt(10, 100), ["u1"]),
+            (p1, "b", None, None, ["u3", "not-there"]),
+            (p2, "c", UsageAt(40, 100), UsageAt(40, 100), ["u4"]),
+        ]
+    )
+
+    async def fields(key: str) -> dict[str, str]:
+        raw = await redis.hgetall(key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    a = await fields(tenant_key(p1, "a"))
+    assert (a["used"], a["ver"], a["res"], "r:u2" in a, "r:u1" in a) == (
+        "10",
+        "100",
+        "20",
+        True,
+        False,
+    )
+    b = await fields(tenant_key(p1, "b"))
+    assert (b["used"], b["res"], "r:u3" in b) == ("0", "0", False)
+    p1h = await fields(project_key(p1))
+    assert (p1h["used"], p1h["ver"], p1h["res"]) == ("10", "100", "20")
+    assert set(k for k in p1h if k.startswith("r:")) == {"r:u2"}
+    c = await fields(tenant_key(p2, "c"))
+    p2h = await fields(project_key(p2))
+    assert (c["used"], c["res"], p2h["used"], p2h["res"]) == ("40", "0", "40", "0")
