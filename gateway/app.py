@@ -98,7 +98,6 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         state.tenants = TenantService(db, store, ledger, max_file_size=settings.max_file_size)
         state.projects = ProjectService(db)
         batcher = ApplyBatcher(ledger)
-        batcher.start()
         state.batcher = batcher
         state.ingestor = EventIngestor(
             batcher,
@@ -114,7 +113,9 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         if settings.sqs_queue_url:
             sqs_cm = sqs_client(settings)
             client = await sqs_cm.__aenter__()
-            poller = SqsPoller(state.ingestor, client, settings.sqs_queue_url)
+            poller = SqsPoller(
+                state.ingestor, client, settings.sqs_queue_url, receivers=settings.sqs_receivers
+            )
             poller_task = asyncio.create_task(poller.run(stop))
             tasks.append(poller_task)
         # Everything built so far lives as long as the process: keep it out of the

@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ep = events.add_parser("poll-sqs", help="consume S3 events from an SQS queue")
     ep.add_argument("--queue-url", required=True)
+    ep.add_argument(
+        "--receivers",
+        type=int,
+        default=None,
+        help="concurrent receive loops (default GATEWAY_SQS_RECEIVERS, 8)",
+    )
 
     res = sub.add_parser("reservations", help="reservations").add_subparsers(
         dest="action", required=True
@@ -152,6 +158,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "events":
         from gateway.events.sqs import run_poller
 
+        if args.receivers is not None:
+            if not 1 <= args.receivers <= 100:
+                print("gateway: --receivers must be between 1 and 100", file=sys.stderr)
+                return 2
+            settings = msgspec.structs.replace(settings, sqs_receivers=args.receivers)
         return asyncio.run(run_poller(settings, args.queue_url))
     raise AssertionError(cmd)
 

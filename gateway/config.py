@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sqs_queue_url: str | None = None
     # SQS endpoint (unset = AWS, or the S3 endpoint when that is custom, e.g. moto)
     sqs_endpoint_url: str | None = None
+    # Concurrent SQS receive loops; their messages share ledger transactions.
+    sqs_receivers: int = 8
     retry_after: int = 2
     max_body_bytes: int = 1_048_576
 
@@ -118,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sns_auto_confirm=parse("GATEWAY_SNS_AUTO_CONFIRM", _bool, False),
             sqs_queue_url=parse("GATEWAY_SQS_QUEUE_URL", _url, None),
             sqs_endpoint_url=parse("GATEWAY_SQS_ENDPOINT_URL", _url, None),
+            sqs_receivers=parse("GATEWAY_SQS_RECEIVERS", _int_range(1, 100), 8),
         )
 
     @property

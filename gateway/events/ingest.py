@@ -8,8 +8,6 @@ a webhook answers 2xx only once its events are committed).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from gateway.batching import MicroBatcher
 from gateway.ledger import ApplyResult, ChangeKind, Ledger, ObjectChange
 from gateway.storage.s3events import (
     EventKind,
@@ -54,84 +53,41 @@ def to_changes(records: Sequence[S3Record], bucket: str) -> tuple[list[ObjectCha
 
 
 @dataclass
-class _Pending:
-    changes: list[ObjectChange]
-    future: asyncio.Future[ApplyResult]
-
-
-@dataclass
 class BatchStats:
     batches: int = 0
     changes: int = 0
 
 
 class ApplyBatcher:
-    """Coalesces concurrent ``submit`` calls into one ledger transaction."""
+    """Coalesces concurrent ``submit`` calls into shared ledger transactions.
 
-    def __init__(self, ledger: Ledger, *, max_changes: int = 500) -> None:
+    Each caller learns the outcome of the transaction that carried its changes.
+    Up to ``max_in_flight`` transactions run at once, so one can be prepared in
+    Python while another waits on Postgres (the ledger takes its row locks in
+    sorted order and retries the rare deadlock).
+    """
+
+    def __init__(self, ledger: Ledger, *, max_changes: int = 500, max_in_flight: int = 2) -> None:
         self.ledger = ledger
-        self.max_changes = max_changes
-        self._queue: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.stats = BatchStats()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ledger-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for p in self._queue:
-            if not p.future.done():
-                p.future.set_exception(RuntimeError("shutting down"))
-        self._queue.clear()
+        self._batcher: MicroBatcher[list[ObjectChange], ApplyResult] = MicroBatcher(
+            self._apply, max_batch=max_changes, max_in_flight=max_in_flight, weight=len
+        )
 
     async def submit(self, changes: list[ObjectChange]) -> ApplyResult:
         if not changes:
             return ApplyResult()
-        if self._task is None:  # no loop running (CLI, tests): apply directly
-            return await self.ledger.apply(changes)
-        fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(changes, fut))
-        self._wakeup.set()
-        return await fut
+        return await self._batcher.submit(changes)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch: list[_Pending] = []
-                count = 0
-                while self._queue and (
-                    not batch or count + len(self._queue[0].changes) <= self.max_changes
-                ):
-                    item = self._queue.pop(0)
-                    batch.append(item)
-                    count += len(item.changes)
-                await self._apply(batch)
+    async def stop(self) -> None:
+        await self._batcher.close()
 
-    async def _apply(self, batch: list[_Pending]) -> None:
-        changes = [c for p in batch for c in p.changes]
-        try:
-            result = await self.ledger.apply(changes)
-        except BaseException as exc:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+    async def _apply(self, batch: list[list[ObjectChange]]) -> list[ApplyResult]:
+        changes = [c for item in batch for c in item]
+        result = await self.ledger.apply(changes)
         self.stats.batches += 1
         self.stats.changes += len(changes)
-        for p in batch:
-            if not p.future.done():
-                p.future.set_result(result)
+        return [result] * len(batch)
 
 
 @dataclass

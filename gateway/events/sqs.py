@@ -1,7 +1,10 @@
 """The SQS worker: S3 → SQS (or S3 → SNS → SQS) notifications into the ledger.
 
-Long polling, batches of up to 10 messages applied in one transaction, messages
-deleted only after the commit, exponential back-off on errors, clean stop on SIGTERM.
+Long polling, batches of up to 10 messages, messages deleted only after the commit,
+exponential back-off on errors, clean stop on SIGTERM. Several receive loops run at
+once (``receivers``); the ApplyBatcher merges what they receive into shared ledger
+transactions, so throughput grows with them while each message is still deleted
+only once its own changes are committed.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ class SqsPoller:
         *,
         wait_seconds: int = 20,
         max_backoff: float = 30.0,
+        receivers: int = 1,
     ) -> None:
         self.ingestor = ingestor
         self.client = client
         self.queue_url = queue_url
         self.wait_seconds = wait_seconds
         self.max_backoff = max_backoff
+        self.receivers = receivers
         self.processed = 0
 
     async def poll_once(self) -> int:
@@ -78,8 +83,12 @@ class SqsPoller:
         return len(messages)
 
     async def run(self, stop: asyncio.Event) -> None:
+        log.info("sqs poller started", queue_url=self.queue_url, receivers=self.receivers)
+        await asyncio.gather(*(self._receive_loop(stop) for _ in range(self.receivers)))
+        log.info("sqs poller stopped", processed=self.processed)
+
+    async def _receive_loop(self, stop: asyncio.Event) -> None:
         backoff = 1.0
-        log.info("sqs poller started", queue_url=self.queue_url)
         while not stop.is_set():
             receive = asyncio.create_task(self.poll_once())
             stopper = asyncio.create_task(stop.wait())
@@ -101,7 +110,6 @@ class SqsPoller:
                 with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(backoff * 2, self.max_backoff)
-        log.info("sqs poller stopped", processed=self.processed)
 
 
 def sqs_client(settings: Settings) -> Any:
@@ -114,6 +122,7 @@ def sqs_client(settings: Settings) -> Any:
             connect_timeout=settings.s3_timeout,
             read_timeout=25,  # above the 20 s long poll
             retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=settings.sqs_receivers + 2,  # long polls + deletes
         ),
     )
 
@@ -128,6 +137,6 @@ async def run_poller(settings: Settings, queue_url: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with app.lifespan(), sqs_client(settings) as client:
-        poller = SqsPoller(app.state.ingestor, client, queue_url)
+        poller = SqsPoller(app.state.ingestor, client, queue_url, receivers=settings.sqs_receivers)
         await poller.run(stop)
     return 0

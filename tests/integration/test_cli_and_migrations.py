@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -134,3 +135,54 @@ def test_sweep_and_recalculate_cli(settings: Settings, state: Any) -> None:
 @pytest.mark.parametrize("args", [["serve", "--port", "notaport"], ["projects"], ["nope"]])
 def test_cli_usage_errors(settings: Settings, args: list[str]) -> None:
     assert gw(settings, *args, check=False).returncode == 2
+
+
+def test_poll_sqs_runs_its_receivers_and_stops_on_sigterm(settings: Settings, s3: Any) -> None:
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=s3.endpoint_url, region_name="us-east-1")
+    url = sqs.create_queue(QueueName="cli-poll")["QueueUrl"]
+    assert (
+        gw(
+            settings, "events", "poll-sqs", "--queue-url", url, "--receivers", "0", check=False
+        ).returncode
+        == 2
+    )
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": settings.database_url,
+        "GATEWAY_REDIS_URL": settings.redis_url,
+        "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "events",
+            "poll-sqs",
+            "--queue-url",
+            url,
+            "--receivers",
+            "3",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        started = ""
+        while "sqs poller started" not in started:
+            line = proc.stdout.readline()
+            assert line, "the poller exited before it started"
+            started = line
+        assert '"receivers": 3' in started or '"receivers":3' in started
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # does not wait out the 20 s long polls
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

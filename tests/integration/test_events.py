@@ -244,6 +244,43 @@ async def test_sqs_worker_end_to_end(
     assert status == "completed"
 
 
+async def test_several_receivers_drain_the_queue_and_apply_each_message_once(
+    client: httpx.AsyncClient,
+    project: ProjectKey,
+    queue: tuple[str, Any],
+    settings: Settings,
+    state: Any,
+    s3_client: Any,
+) -> None:
+    url, sqs = queue
+    drain(sqs, url)  # what earlier tests left
+    sizes = [100 + i for i in range(40)]
+    for i, size in enumerate(sizes):
+        s3_client.put_object(
+            Bucket=BUCKET, Key=f"{project.project_id}/mr/manual/{i}.bin", Body=b"m" * size
+        )
+    async with sqs_client(settings) as c:
+        poller = SqsPoller(state.ingestor, c, url, wait_seconds=1, receivers=4)
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop))
+        try:
+            for _ in range(100):
+                u = await usage(client, project, "mr")
+                if u["total_files"] == len(sizes):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+    assert poller.processed == len(sizes)
+    u = await usage(client, project, "mr")
+    assert (u["storage_used_bytes"], u["total_files"]) == (sum(sizes), len(sizes))
+    left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"
+    ]["ApproximateNumberOfMessages"]
+    assert left == "0"
+
+
 async def test_sqs_poller_stops_cleanly(
     settings: Settings, state: Any, queue: tuple[str, Any]
 ) -> None:

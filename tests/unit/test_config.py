@@ -49,6 +49,8 @@ def test_custom_endpoint_defaults_to_path_style() -> None:
         ("GATEWAY_SNS_AUTO_CONFIRM", "maybe"),
         ("GATEWAY_OVERSIZE_POLICY", "ignore"),
         ("GATEWAY_LOG_LEVEL", "loud"),
+        ("GATEWAY_SQS_RECEIVERS", "0"),
+        ("GATEWAY_SQS_RECEIVERS", "many"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -56,6 +58,11 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
         Settings.from_env({name: value})
     assert str(err.value).startswith(name)
     assert "\n" not in str(err.value)
+
+
+def test_sqs_receivers_are_read() -> None:
+    assert Settings.from_env({}).sqs_receivers == 8
+    assert Settings.from_env({"GATEWAY_SQS_RECEIVERS": "3"}).sqs_receivers == 3
 
 
 def test_settings_are_frozen() -> None:
