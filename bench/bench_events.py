@@ -1,7 +1,8 @@
 """S3 events into the ledger: events applied per second, and proof that usage adds up.
 
     .venv/bin/python bench/bench_events.py [--webhook-events 30000] [--sqs-events 30000]
-        [--baseline-events 3000] [--connections 64] [--sqs-callers 8,32] [--workers 1]
+        [--baseline-events 3000] [--connections 64] [--webhook-batch-connections 8,64]
+        [--sqs-callers 8,32] [--workers 1]
 
 One run on its own services (throwaway Postgres database, Redis DB 14, moto's S3).
 Every path gets a fresh set of tenants and realistic records: keys
@@ -12,8 +13,11 @@ overwrites and removals, partly out of order. Paths:
 * webhook — ``POST /api/storage/events/s3/`` with MinIO webhook bodies, one record
   per request, from ``wrk`` (64 connections) against a uvicorn server process;
   concurrent requests are coalesced by the ApplyBatcher into shared transactions;
+* webhook, bodies of 10 — the same endpoint with SQS-sized ``{"Records": [...]}``
+  bodies of 10 MinIO records (8 and 64 connections);
 * SQS batches — ``EventIngestor.ingest`` with 10-record bodies from several
-  concurrent callers, in-process (what ``SqsPoller`` does after a receive);
+  concurrent callers, in-process (what each of ``SqsPoller``'s receive loops does
+  after a receive; it runs 8 by default);
 * baseline — ``Ledger.apply`` with one change per transaction, bypassing the
   batcher: sequential, and with 64 concurrent callers.
 
@@ -353,12 +357,25 @@ def run_webhook(
     args: argparse.Namespace,
     tmp: Path,
     log_level: str,
+    *,
+    per_body: int = 1,
+    connections: int | None = None,
 ) -> Run:
+    """``per_body`` 1: MinIO webhook bodies (MinIO sends one record per request);
+    more: ``{"Records": [...]}`` bodies of MinIO records (an S3 relay, SNS fan-in)."""
     threads = 2
-    prefix = tmp / "webhook_"
+    connections = connections or args.connections
+    prefix = tmp / f"webhook_{per_body}_{connections}_"
     lines: list[list[str]] = [[] for _ in range(threads)]
-    for i, e in enumerate(w.events):
-        lines[i % threads].append(dumps(minio_body(e)))
+    if per_body == 1:
+        bodies = [dumps(minio_body(e)) for e in w.events]
+    else:
+        records = [minio_body(e)["Records"][0] for e in w.events]
+        bodies = [
+            dumps({"Records": records[i : i + per_body]}) for i in range(0, len(records), per_body)
+        ]
+    for i, body in enumerate(bodies):
+        lines[i % threads].append(body)
     for t, chunk in enumerate(lines):
         Path(f"{prefix}{t}.jsonl").write_text("\n".join(chunk) + "\n", encoding="utf-8")
     wrk = require_wrk()
@@ -370,7 +387,7 @@ def run_webhook(
             [
                 wrk,
                 f"-t{threads}",
-                f"-c{args.connections}",
+                f"-c{connections}",
                 "-d600s",
                 "--timeout=30s",
                 "-s",
@@ -406,11 +423,11 @@ def run_webhook(
         w.name,
         n,
         seconds,
-        f"{args.connections} conns, {args.workers}w",
+        f"{connections} conns x {per_body}, {args.workers}w",
         "coalesced",
         cpu["server"] / n * 1e6,
         cpu["postgres"] / n * 1e6,
-        errors=bad + (n - answered),
+        errors=bad + (len(bodies) - answered),  # failed or missing requests
     )
 
 
@@ -602,6 +619,11 @@ def main() -> int:
     parser.add_argument(
         "--sqs-callers", default="8,32", help="comma-separated concurrent ingest callers"
     )
+    parser.add_argument(
+        "--webhook-batch-connections",
+        default="8,64",
+        help="connections for the webhook with 10-record bodies (comma-separated; empty = skip)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers (webhook)")
     parser.add_argument("--log-level", default="info", help="server GATEWAY_LOG_LEVEL")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on a path after")
@@ -614,6 +636,7 @@ def main() -> int:
 
     load_before = load_average()
     sqs_callers = [int(c) for c in args.sqs_callers.split(",")]
+    webhook_batch_conns = [int(c) for c in args.webhook_batch_connections.split(",") if c]
     rng = random.Random(args.seed)
     random.seed(args.seed)
     seq = Sequencer()
@@ -625,6 +648,10 @@ def main() -> int:
             return plan(name, projects, prefix, n, rng, seq)
 
         webhook = workload("webhook, 1 record/request", "wh", args.webhook_events)
+        webhook10 = [
+            (workload(f"webhook, bodies of 10, {c} conns", f"wb{c}_", args.webhook_events), c)
+            for c in webhook_batch_conns
+        ]
         sqs = [
             (workload(f"SQS bodies of 10, {c} callers", f"sq{c}_", args.sqs_events), c)
             for c in sqs_callers
@@ -638,11 +665,21 @@ def main() -> int:
                 args.connections,
             ),
         ]
-        workloads = [webhook, *(w for w, _ in sqs), *(w for w, _ in baselines)]
+        workloads = [
+            webhook,
+            *(w for w, _ in webhook10),
+            *(w for w, _ in sqs),
+            *(w for w, _ in baselines),
+        ]
         asyncio.run(prepare(settings, workloads, history_project, args.history, rng))
         this_process = CpuMeter(os.getpid(), svc.database_url)
         runs = asyncio.run(run_in_process(settings, sqs, baselines, this_process))
-        runs.insert(0, run_webhook(svc, webhook, args, tmp, args.log_level))
+        webhook_runs = [run_webhook(svc, webhook, args, tmp, args.log_level)]
+        for w, c in webhook10:
+            webhook_runs.append(
+                run_webhook(svc, w, args, tmp, args.log_level, per_body=10, connections=c)
+            )
+        runs = webhook_runs + runs
         checks = asyncio.run(verify(settings, workloads))
 
     baseline = max(r.rate for r in runs if r.baseline)
@@ -700,7 +737,7 @@ def main() -> int:
         "\nevents per workload: "
         + "; ".join(
             f"{w.name.split(',')[0]}: " + ", ".join(f"{k} {v}" for k, v in sorted(w.kinds.items()))
-            for w in workloads[:2]
+            for w in ((webhook, sqs[0][0]) if sqs else (webhook,))
         )
     )
     print(
