@@ -19,17 +19,21 @@ from gateway.db.migrate import load_migrations, migrate
 from tests.support.services import new_db_name, with_database
 
 
-def gw(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
+def gw_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "GATEWAY_DATABASE_URL": settings.database_url,
         "GATEWAY_REDIS_URL": settings.redis_url,
         "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "GATEWAY_LOG_LEVEL": "error",
+        **extra,
     }
+
+
+def gw(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(
         [sys.executable, "-m", "gateway", *args],
-        env=env,
+        env=gw_env(settings),
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,13 +152,7 @@ def test_poll_sqs_runs_its_receivers_and_stops_on_sigterm(settings: Settings, s3
         ).returncode
         == 2
     )
-    env = {
-        **os.environ,
-        "GATEWAY_DATABASE_URL": settings.database_url,
-        "GATEWAY_REDIS_URL": settings.redis_url,
-        "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "GATEWAY_LOG_FORMAT": "json",
-    }
+    env = gw_env(settings, GATEWAY_LOG_FORMAT="json", GATEWAY_LOG_LEVEL="info")
     proc = subprocess.Popen(
         [
             sys.executable,
