@@ -142,10 +142,10 @@ class UploadService:
         self.ledger = ledger
         # Stage 1 (Postgres) and stage 2 (Redis) of the upload path, batched.
         self._record: MicroBatcher[_Ask, _Recorded | _Refused] = MicroBatcher(
-            self._record_batch, max_batch=256, max_in_flight=2
+            self._record_batch, max_batch=256
         )
         self._judge: MicroBatcher[Reservation, Admitted | Rejected | Missing] = MicroBatcher(
-            quota.reserve_many, max_batch=256, max_in_flight=2
+            quota.reserve_many, max_batch=256
         )
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 
@@ -53,6 +53,7 @@ class Snapshot:
     pending: Sequence[tuple[str, int]]  # (upload id, declared size)
 
 
+T = TypeVar("T")
 MirrorItem = tuple[str, str | None, UsageAt | None, UsageAt | None, Sequence[str]]
 
 
@@ -164,27 +165,36 @@ class QuotaStore:
         An upload whose hash is missing gets ``Missing``; ``reserve`` rebuilds and
         retries it (kept out of the batch so a rebuild holds up no one else).
         """
-        by_project: dict[str, list[int]] = {}
-        for i, r in enumerate(items):
-            by_project.setdefault(r.project_id, []).append(i)
         nonce = secrets.token_hex(8)
-        try:
-            if len(by_project) == 1:
-                raw = [await self._judge(items, nonce, client=None)]
-                groups = [list(range(len(items)))]
-            else:
-                pipe = self.redis.pipeline(transaction=False)
-                groups = list(by_project.values())
-                for idx in groups:
-                    await self._judge([items[i] for i in idx], nonce, client=pipe)
-                raw = await pipe.execute()
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
+        replies = await self._per_project(
+            items, lambda r: r.project_id, lambda group, client: self._judge(group, nonce, client)
+        )
         out: list[Admitted | Rejected | Missing] = [_ADMITTED] * len(items)
-        for idx, answers in zip(groups, raw, strict=True):
+        for idx, answers in replies:
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = _verdict(answer)
         return out
+
+    async def _per_project(
+        self,
+        items: Sequence[T],
+        project_of: Callable[[T], str],
+        call: Callable[[Sequence[T], Any], Awaitable[Any]],
+    ) -> list[tuple[list[int], Any]]:
+        """One script call per project (one hash slot each): sent directly for one
+        project, pipelined for several. Answers (the group's item indices, its reply)."""
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(project_of(item), []).append(i)
+        try:
+            if len(groups) == 1:
+                return [(list(range(len(items))), await call(items, None))]
+            pipe = self.redis.pipeline(transaction=False)
+            for idx in groups.values():
+                await call([items[i] for i in idx], pipe)
+            return list(zip(groups.values(), await pipe.execute(), strict=True))
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
 
     async def _judge(self, items: Sequence[Reservation], nonce: str, client: Any) -> Any:
         keys: list[str] = []
@@ -251,19 +261,7 @@ class QuotaStore:
         """
         if not items:
             return
-        by_project: dict[str, list[MirrorItem]] = {}
-        for item in items:
-            by_project.setdefault(item[0], []).append(item)
-        try:
-            if len(by_project) == 1:
-                await self._mirror(items, client=None)
-                return
-            pipe = self.redis.pipeline(transaction=False)
-            for group in by_project.values():
-                await self._mirror(group, client=pipe)
-            await pipe.execute()
-        except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
+        await self._per_project(items, lambda item: item[0], self._mirror)
 
     async def _mirror(self, items: Sequence[MirrorItem], client: Any) -> Any:
         keys: list[str] = []
