@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-import uuid
 from typing import Any
 
+import msgspec
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -23,18 +24,41 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    factory: Any
     if settings.log_format == "json":
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # msgspec renders the line about 5x faster than json.dumps (the request log
+        # line is on every request's path); BytesLogger writes the bytes as they are.
+        processors += [
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(serializer=render_json),
+        ]
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
     else:
         processors += [structlog.dev.ConsoleRenderer()]
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     # uvicorn's own access log would duplicate our one line per request
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _fallback(obj: Any) -> Any:
+    """What structlog's default serializer does with a value JSON has no type for."""
+    structlog_repr = getattr(obj, "__structlog__", None)
+    return structlog_repr() if callable(structlog_repr) else repr(obj)
+
+
+_json = msgspec.json.Encoder(enc_hook=_fallback)
+
+
+def render_json(event: dict[str, Any], **_: Any) -> bytes:
+    """The ``JSONRenderer`` serializer: msgspec instead of ``json.dumps``, the same
+    JSON values for what log lines carry (tests/unit/test_observability.py), as bytes."""
+    return _json.encode(event)
 
 
 class Metrics:
@@ -75,22 +99,46 @@ class Metrics:
 
 
 class RequestContextMiddleware:
-    """Binds a request id for every log line, logs one line per request, counts it."""
+    """Binds a request id for every log line, logs one line per request, counts it.
+
+    It runs on every request, so it is kept lean: label children are cached, the
+    request id is 32 hex characters from ``os.urandom`` (a client's ``X-Request-ID``
+    is kept when it is printable and at most 128 characters).
+    """
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
         self.log = structlog.get_logger("gateway.request")
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.latency.labels(method, route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or ())
-        raw_id = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = raw_id if 0 < len(raw_id) <= 128 and raw_id.isprintable() else uuid.uuid4().hex
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                raw = value.decode("latin-1")
+                if 0 < len(raw) <= 128 and raw.isprintable():
+                    request_id = raw
+                break
+        if not request_id:
+            request_id = os.urandom(16).hex()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500
         started = time.perf_counter()
 
@@ -98,8 +146,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
@@ -108,8 +155,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(elapsed)
+            self._observe(method, route, status, elapsed)
             if route not in ("/healthz", "/metrics"):
                 self.log.info(
                     "request",

@@ -1,0 +1,108 @@
+"""The request middleware (request ids, one log line, metrics) and the JSON renderer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import structlog
+from structlog.testing import capture_logs
+
+from gateway.observability import Metrics, RequestContextMiddleware, render_json
+
+
+class Custom:
+    def __repr__(self) -> str:
+        return "<Custom thing>"
+
+
+class WithStructlog:
+    def __structlog__(self) -> str:
+        return "shown by __structlog__"
+
+
+def _library(event: dict[str, Any]) -> Any:
+    """What structlog's own JSONRenderer writes, parsed."""
+    return json.loads(structlog.processors.JSONRenderer()(None, "info", dict(event)))
+
+
+def test_render_json_writes_what_structlogs_renderer_writes() -> None:
+    try:
+        raise ValueError("boom ü")
+    except ValueError:
+        tb = dict(structlog.processors.dict_tracebacks(None, "error", {"exc_info": True}))
+    events: list[dict[str, Any]] = [
+        {"event": "request", "method": "POST", "status": 200, "duration_ms": 1.23},
+        {"event": 'résumé & 日本語 \u2028 \x00 "quoted"', "n": -(2**62), "ok": True, "v": None},
+        {"event": "nested", "a": [1, 2.5, {"b": ["c", None]}], "empty": {}, "t": (1, 2)},
+        {"event": "fallbacks", "obj": Custom(), "own": WithStructlog()},
+        {"event": "floats", "small": 1e-7, "big": 1.5e300, "neg": -0.0},
+        tb,
+    ]
+    for event in events:
+        ours = render_json(dict(event))
+        assert isinstance(ours, bytes)
+        assert json.loads(ours) == _library(event)
+    assert json.loads(render_json({"obj": Custom()}))["obj"] == "<Custom thing>"
+
+
+async def _call(
+    mw: RequestContextMiddleware, headers: list[tuple[bytes, bytes]], status: int = 201
+) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    seen_ids: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen_ids.append(structlog.contextvars.get_contextvars()["request_id"])
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    mw.app = app
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/storage/upload/",
+        "path_template": "/api/storage/upload/",
+        "headers": headers,
+    }
+    await mw(scope, receive, send)
+    response_id = dict(sent[0]["headers"])[b"x-request-id"].decode()
+    assert seen_ids == [response_id]  # bound for the handler's log lines too
+    return sent
+
+
+async def test_request_id_log_line_and_metrics() -> None:
+    metrics = Metrics()
+    before = structlog.get_config()  # other tests' apps may log at "warning"
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with capture_logs() as logs:
+            mw = RequestContextMiddleware(None, metrics)
+            first = await _call(mw, [(b"content-type", b"application/json")])
+            given = await _call(mw, [(b"x-request-id", b"abc-123")])
+            bad = await _call(mw, [(b"x-request-id", b"bad\x01id")], status=503)
+    finally:
+        structlog.configure(**before)
+    ids = [dict(m[0]["headers"])[b"x-request-id"].decode() for m in (first, given, bad)]
+    assert len(ids[0]) == 32 and int(ids[0], 16) >= 0
+    assert ids[1] == "abc-123"
+    assert ids[2] != "bad\x01id" and len(ids[2]) == 32 and ids[2] != ids[0]
+    assert [(entry["event"], entry["status"], entry["route"]) for entry in logs] == [
+        ("request", 201, "/api/storage/upload/"),
+        ("request", 201, "/api/storage/upload/"),
+        ("request", 503, "/api/storage/upload/"),
+    ]
+    assert all(entry["method"] == "POST" and entry["duration_ms"] >= 0 for entry in logs)
+    count = metrics.registry.get_sample_value
+    labels = {"method": "POST", "route": "/api/storage/upload/"}
+    assert count("gateway_http_requests_total", {**labels, "status": "201"}) == 2
+    assert count("gateway_http_requests_total", {**labels, "status": "503"}) == 1
+    assert count("gateway_http_request_duration_seconds_count", labels) == 3
+    assert structlog.contextvars.get_contextvars() == {}
