@@ -18,6 +18,7 @@ from importlib.resources import files
 from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
+from redis.asyncio import RedisCluster
 
 from gateway.errors import DependencyUnavailable
 
@@ -129,13 +130,25 @@ def _keys(project_id: str, tenant_id: str) -> list[str]:
 
 
 class QuotaStore:
-    def __init__(self, redis: Any, source: ReservationSource, *, retry_after: int = 2) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        source: ReservationSource,
+        *,
+        retry_after: int = 2,
+        split_per_project: bool | None = None,
+    ) -> None:
         self.redis = redis
         self.source = source
         self.retry_after = retry_after
         self._reserve = redis.register_script(_lua("reserve.lua"))
         self._init = redis.register_script(_lua("init.lua"))
         self._apply = redis.register_script(_lua("apply.lua"))
+        # A script may touch keys of one hash slot only on Redis Cluster; the keys are
+        # tagged by project, so there a batch is split per project (None: by the client).
+        self._split = (
+            isinstance(redis, RedisCluster) if split_per_project is None else split_per_project
+        )
         # one snapshot in flight per hash in this process: concurrent callers that find
         # the same hash missing wait for it instead of all scanning Postgres
         self._rebuilding: dict[str, asyncio.Future[None]] = {}
@@ -181,13 +194,14 @@ class QuotaStore:
         project_of: Callable[[T], str],
         call: Callable[[Sequence[T], Any], Awaitable[Any]],
     ) -> list[tuple[list[int], Any]]:
-        """One script call per project (one hash slot each): sent directly for one
-        project, pipelined for several. Answers (the group's item indices, its reply)."""
+        """One script call for the whole batch; on Redis Cluster one per project (one
+        hash slot each), pipelined. Answers (the group's item indices, its reply)."""
         groups: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(project_of(item), []).append(i)
+        if self._split:
+            for i, item in enumerate(items):
+                groups.setdefault(project_of(item), []).append(i)
         try:
-            if len(groups) == 1:
+            if len(groups) <= 1:
                 return [(list(range(len(items))), await call(items, None))]
             pipe = self.redis.pipeline(transaction=False)
             for idx in groups.values():

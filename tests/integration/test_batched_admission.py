@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ProjectKey, make_project
 
@@ -107,12 +108,20 @@ async def test_a_burst_after_redis_lost_its_data_rebuilds_and_admits_exactly(
     assert await reserved(client, p, "t") == 100
 
 
+@pytest.fixture(params=[False, True], ids=["one-call", "per-project"])
+def quota(state: Any, request: pytest.FixtureRequest) -> Any:
+    """The app's QuotaStore, and one that splits batches per project as it does on
+    Redis Cluster (standalone Redis runs both)."""
+    from gateway.quota import QuotaStore
+
+    return QuotaStore(state.redis, state.quota.source, split_per_project=request.param)
+
+
 async def test_reserve_many_judges_each_upload_against_its_own_tenant_and_project(
-    state: Any,
+    state: Any, quota: Any
 ) -> None:
     from gateway.quota import Admitted, Missing, Rejected, Reservation, UsageAt
 
-    quota = state.quota
     p1 = (await make_project(state)).project_id
     p2 = (await make_project(state)).project_id
     zero = UsageAt(0, 0)
@@ -157,13 +166,11 @@ async def test_reserve_many_judges_each_upload_against_its_own_tenant_and_projec
     assert verdicts[6] == Rejected(scope="project", used=0, reserved=20)
 
 
-async def test_apply_many_mirrors_each_tenant_and_project_in_one_call_per_project(
-    state: Any,
-) -> None:
+async def test_apply_many_mirrors_each_tenant_and_project(state: Any, quota: Any) -> None:
     from gateway.quota import Admitted, Reservation, UsageAt
     from gateway.quota.reservations import project_key, tenant_key
 
-    quota, redis = state.quota, state.redis
+    redis = state.redis
     p1 = (await make_project(state)).project_id
     p2 = (await make_project(state)).project_id
     zero = UsageAt(0, 0)
