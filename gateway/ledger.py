@@ -146,25 +146,29 @@ class Ledger:
         to_delete: list[str] = []
 
         async with self.db.transaction() as conn:
+            pairs = sorted({(kp.project_id, kp.tenant_id) for kp in parts.values()})
             known = {
                 r["id"]
                 for r in await conn.fetch(
-                    Q.existing_projects, sorted({p.project_id for p in parts.values()})
+                    Q.ensure_tenants, [p for p, _ in pairs], [t for _, t in pairs]
                 )
             }
             for key in [k for k in by_key if parts[k].project_id not in known]:
                 result.ignored += len(by_key.pop(key))
             if not by_key:
                 return result
-            pairs = sorted({(parts[k].project_id, parts[k].tenant_id) for k in by_key})
-            await conn.execute(Q.ensure_tenants, [p for p, _ in pairs], [t for _, t in pairs])
             keys_sorted = sorted(by_key)
-            await conn.execute(
-                Q.claim_objects,
-                keys_sorted,
-                [parts[k].project_id for k in keys_sorted],
-                [parts[k].tenant_id for k in keys_sorted],
-            )
+            claimed = {
+                r["object_key"]
+                for r in await conn.fetch(
+                    Q.claim_objects,
+                    keys_sorted,
+                    [parts[k].project_id for k in keys_sorted],
+                    [parts[k].tenant_id for k in keys_sorted],
+                )
+            }
+            # A key claimed here is new: no row to read (its placeholder means none).
+            existing = [k for k in keys_sorted if k not in claimed]
             rows: dict[str, _Row] = {
                 r["object_key"]: _Row(
                     r["project_id"],
@@ -177,7 +181,7 @@ class Ledger:
                     r["sequencer"],
                     r["event_time"],
                 )
-                for r in await conn.fetch(Q.lock_objects, sorted(by_key))
+                for r in (await conn.fetch(Q.lock_objects, existing) if existing else ())
             }
             upload_ids = sorted({u for k in by_key if (u := parts[k].upload_id)})
             uploads = (

@@ -225,14 +225,16 @@ RETURNING id, project_id, tenant_id, declared_size;
 SELECT id, status FROM uploads WHERE id = ANY($1::text[]);
 
 -- name: claim_objects
--- A placeholder row per key (absent, size 0, epoch time: the same as "no row" to the
--- ledger) so that FOR UPDATE below has a row to lock even for a key never seen:
--- concurrent transactions carrying the same new key then take turns.
+-- A placeholder row per new key (absent, size 0, epoch time: the same as "no row" to
+-- the ledger), returned: this transaction's uncommitted insert makes a concurrent one
+-- carrying the same key wait for it, then find the row (ON CONFLICT). Keys not
+-- returned existed already and are locked with lock_objects.
 INSERT INTO objects (object_key, project_id, tenant_id, present, event_time)
 SELECT k, p, t, false, 'epoch'::timestamptz
 FROM unnest($1::text[], $2::text[], $3::text[]) AS c(k, p, t)
 ORDER BY k
-ON CONFLICT (object_key) DO NOTHING;
+ON CONFLICT (object_key) DO NOTHING
+RETURNING object_key;
 
 -- name: lock_objects
 SELECT object_key, project_id, tenant_id, upload_id, size_bytes, etag, version_id,
@@ -254,12 +256,16 @@ ON CONFLICT (object_key) DO UPDATE SET
     event_time = EXCLUDED.event_time, updated_at = now();
 
 -- name: ensure_tenants
-INSERT INTO tenants (project_id, tenant_id)
-SELECT * FROM unnest($1::text[], $2::text[])
-ON CONFLICT (project_id, tenant_id) DO NOTHING;
-
--- name: existing_projects
-SELECT id FROM projects WHERE id = ANY($1::text[]);
+-- The projects among $1 that exist; a tenant row for each of their (project, tenant)
+-- pairs ($1, $2 side by side, sorted) that has none yet.
+WITH known AS (SELECT id FROM projects WHERE id = ANY($1::text[])),
+ins AS (
+    INSERT INTO tenants (project_id, tenant_id)
+    SELECT k.p, k.t FROM unnest($1::text[], $2::text[]) AS k(p, t)
+    WHERE k.p IN (SELECT id FROM known)
+    ON CONFLICT (project_id, tenant_id) DO NOTHING
+)
+SELECT id FROM known;
 
 -- name: apply_tenant_deltas
 UPDATE tenants t SET

@@ -70,3 +70,28 @@ async def test_removal_overtaking_creation_still_settles_the_upload(
     assert st["status"] == "completed"
     u = await usage(client, project, "ov")
     assert (u["storage_used_bytes"], u["storage_reserved_bytes"], u["total_files"]) == (0, 0, 0)
+
+
+async def test_concurrent_transactions_on_a_new_tenant_mixing_new_and_known_keys(
+    client: httpx.AsyncClient, project: ProjectKey, state: Any
+) -> None:
+    """No tenant row yet; half the keys exist before, half are new; some keys belong
+    to no project. Every transaction carries all of them, in its own order."""
+    known = [f"{project.project_id}/fresh/manual/old{i}" for i in range(10)]
+    await state.ledger.apply(
+        [ObjectChange(kind=ChangeKind.CREATED, key=k, size=10, event_time=T0) for k in known]
+    )
+    new = [f"{project.project_id}/fresh/manual/new{i}" for i in range(10)]
+    later = T0 + timedelta(seconds=5)
+    changes = [
+        *(ObjectChange(kind=ChangeKind.CREATED, key=k, size=30, event_time=later) for k in known),
+        *(ObjectChange(kind=ChangeKind.CREATED, key=k, size=7, event_time=later) for k in new),
+        ObjectChange(kind=ChangeKind.CREATED, key="prj_nosuch/t/x/y", size=5, event_time=later),
+    ]
+    results = await asyncio.gather(
+        *(state.ledger.apply(changes[i:] + changes[:i]) for i in range(0, 21, 3))
+    )
+    assert all(r.ignored == 1 for r in results)
+    assert sum(r.applied for r in results) == 20 * len(results)  # ties apply as no-ops
+    u = await usage(client, project, "fresh")
+    assert (u["storage_used_bytes"], u["total_files"]) == (10 * 30 + 10 * 7, 20)
