@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import (
@@ -403,6 +405,7 @@ def run_webhook(
             cwd=WRK_DIR,
         )
         done = [Path(f"{prefix}{t}.done") for t in range(threads)]
+        batches_before = ledger_batches(srv.base_url)
         deadline = started + args.timeout
         try:
             while not all(d.exists() and d.read_text().endswith("\n") for d in done):
@@ -414,6 +417,9 @@ def run_webhook(
             proc.terminate()
             proc.wait()
         cpu = meter.stop()
+        batches = ledger_batches(srv.base_url)
+        tx = batches[0] - batches_before[0]
+        applied = batches[1] - batches_before[1]
     answered = bad = 0
     for d in done:
         a, b = d.read_text().split()
@@ -424,10 +430,27 @@ def run_webhook(
         n,
         seconds,
         f"{connections} conns x {per_body}, {args.workers}w",
-        "coalesced",
+        # /metrics is per worker: with several, the split is not known
+        f"{tx:,.0f} tx, {applied / tx:,.0f}/tx" if tx and args.workers == 1 else "coalesced",
         cpu["server"] / n * 1e6,
         cpu["postgres"] / n * 1e6,
         errors=bad + (len(bodies) - answered),  # failed or missing requests
+    )
+
+
+def ledger_batches(base_url: str) -> tuple[float, float]:
+    """The server's ledger transactions and the changes they applied, from /metrics
+    (with several workers, of the worker that answers: the column then says so)."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    values = {
+        name: float(value)
+        for line in text.splitlines()
+        if line.startswith("gateway_ledger_batch_changes_")
+        for name, value in [line.rsplit(" ", 1)]
+    }
+    return (
+        values.get("gateway_ledger_batch_changes_count", 0.0),
+        values.get("gateway_ledger_batch_changes_sum", 0.0),
     )
 
 

@@ -91,6 +91,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.ledger_batches = Histogram(
+            "gateway_ledger_batch_changes",
+            "Changes applied per ledger transaction (S3 events coalesced by the batcher)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=self.registry,
+        )
         self.expired = Counter(
             "gateway_reservations_expired_total",
             "Reservations freed by the sweeper",

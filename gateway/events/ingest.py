@@ -8,7 +8,7 @@ a webhook answers 2xx only once its events are committed).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,9 +67,17 @@ class ApplyBatcher:
     batch forms) and would contend on the same project row.
     """
 
-    def __init__(self, ledger: Ledger, *, max_changes: int = 500) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        max_changes: int = 500,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
+        """``observe`` is told the size of each committed batch (a metric)."""
         self.ledger = ledger
         self.stats = BatchStats()
+        self._observe = observe
         self._batcher: MicroBatcher[list[ObjectChange], ApplyResult] = MicroBatcher(
             self._apply, max_batch=max_changes, weight=len
         )
@@ -87,6 +95,8 @@ class ApplyBatcher:
         result = await self.ledger.apply(changes)
         self.stats.batches += 1
         self.stats.changes += len(changes)
+        if self._observe is not None:
+            self._observe(len(changes))
         return [result] * len(batch)
 
 
