@@ -567,16 +567,15 @@ async def add_history(conn: Any, project_id: str, objects: int, rng: random.Rand
             ],
         )
         await conn.execute(
-            Q.upsert_objects,
+            "INSERT INTO objects (object_key, project_id, tenant_id, upload_id, size_bytes,"
+            " present, event_time) SELECT k, $2, t, u, n, true, w"
+            " FROM unnest($1::text[], $3::text[], $4::text[], $5::bigint[],"
+            " $6::timestamptz[]) AS h(k, t, u, n, w)",
             [k for _, _, k, _, _ in rows],
-            [project_id] * len(rows),
+            project_id,
             [t for _, t, _, _, _ in rows],
             [u for u, _, _, _, _ in rows],
             [n for _, _, _, n, _ in rows],
-            [None] * len(rows),
-            [None] * len(rows),
-            [True] * len(rows),
-            [None] * len(rows),
             [w for _, _, _, _, w in rows],
         )
 

@@ -185,14 +185,7 @@ class Ledger:
             }
             upload_ids = sorted({u for k in by_key if (u := parts[k].upload_id)})
             uploads = (
-                {
-                    r["id"]: r
-                    for r in await conn.fetch(
-                        "SELECT id, project_id, tenant_id, declared_size, status FROM uploads"
-                        " WHERE id = ANY($1::text[]) FOR UPDATE",
-                        upload_ids,
-                    )
-                }
+                {r["id"]: r for r in await conn.fetch(Q.lock_uploads, upload_ids)}
                 if upload_ids
                 else {}
             )
@@ -289,70 +282,59 @@ class Ledger:
                 if up["id"] in settle:
                     release[pair].append(up["id"])
 
-            if changed:
-                keys = list(changed)
-                await conn.execute(
-                    Q.upsert_objects,
-                    keys,
-                    [changed[k].project_id for k in keys],
-                    [changed[k].tenant_id for k in keys],
-                    [changed[k].upload_id for k in keys],
-                    [changed[k].size for k in keys],
-                    [changed[k].etag for k in keys],
-                    [changed[k].version_id for k in keys],
-                    [changed[k].present for k in keys],
-                    [changed[k].sequencer for k in keys],
-                    [changed[k].event_time for k in keys],
-                )
+            keys = list(changed)
             deltas = {p: d for p, d in t_delta.items() if d != [0, 0]}
-            if deltas:
-                ps = sorted(deltas)
-                for r in await conn.fetch(
-                    Q.apply_tenant_deltas,
-                    [p for p, _ in ps],
-                    [t for _, t in ps],
-                    [deltas[p][0] for p in ps],
-                    [deltas[p][1] for p in ps],
-                ):
-                    tenant_usage[(r["project_id"], r["tenant_id"])] = UsageAt(
-                        r["storage_used_bytes"], r["usage_version"]
-                    )
-                proj: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-                for (p, _), (b, f) in deltas.items():
-                    proj[p][0] += b
-                    proj[p][1] += f
-                pids = sorted(proj)
-                for r in await conn.fetch(
-                    Q.apply_project_deltas,
-                    pids,
-                    [proj[p][0] for p in pids],
-                    [proj[p][1] for p in pids],
-                ):
-                    project_usage[r["project_id"]] = UsageAt(
-                        r["storage_used_bytes"], r["usage_version"]
-                    )
-            if settle:
-                ids = sorted(settle)
-                for r in await conn.fetch(
-                    Q.settle_uploads,
-                    ids,
-                    [settle[i][0] for i in ids],
-                    [settle[i][1] for i in ids],
-                    [settle[i][2] for i in ids],
-                ):
-                    result.settled.append(r["id"])
+            tenants = sorted(deltas)
+            proj: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for (p, _), (b, f) in deltas.items():
+                proj[p][0] += b
+                proj[p][1] += f
+            pids = sorted(proj)
+            ids = sorted(settle)
             # Pairs without a usage change still get their current usage pushed to
             # Redis: a retry after a failed Redis step must repair it.
-            rest = sorted(touched - set(tenant_usage))
-            if rest:
-                for r in await conn.fetch(
-                    Q.usage_versions_many, [p for p, _ in rest], [t for _, t in rest]
-                ):
-                    pair = (r["project_id"], r["tenant_id"])
-                    tenant_usage[pair] = UsageAt(r["tenant_used"], r["tenant_version"])
-                    project_usage.setdefault(
-                        pair[0], UsageAt(r["project_used"], r["project_version"])
+            rest = sorted(touched - set(deltas))
+            rows_out = await conn.fetch(
+                Q.write_ledger_batch,
+                keys,
+                [changed[k].project_id for k in keys],
+                [changed[k].tenant_id for k in keys],
+                [changed[k].upload_id for k in keys],
+                [changed[k].size for k in keys],
+                [changed[k].etag for k in keys],
+                [changed[k].version_id for k in keys],
+                [changed[k].present for k in keys],
+                [changed[k].sequencer for k in keys],
+                [changed[k].event_time for k in keys],
+                [p for p, _ in tenants],
+                [t for _, t in tenants],
+                [deltas[pt][0] for pt in tenants],
+                [deltas[pt][1] for pt in tenants],
+                pids,
+                [proj[p][0] for p in pids],
+                [proj[p][1] for p in pids],
+                ids,
+                [settle[i][0] for i in ids],
+                [settle[i][1] for i in ids],
+                [settle[i][2] for i in ids],
+                [p for p, _ in rest],
+                [t for _, t in rest],
+            )
+            read_projects: dict[str, UsageAt] = {}
+            for r in rows_out:
+                kind = r["kind"]
+                if kind == "s":
+                    result.settled.append(r["tenant_id"])
+                elif kind in ("t", "r"):
+                    tenant_usage[(r["project_id"], r["tenant_id"])] = UsageAt(
+                        r["used"], r["version"]
                     )
+                elif kind == "p":
+                    project_usage[r["project_id"]] = UsageAt(r["used"], r["version"])
+                else:  # "q": read before this batch's deltas
+                    read_projects[r["project_id"]] = UsageAt(r["used"], r["version"])
+            for pid, usage in read_projects.items():
+                project_usage.setdefault(pid, usage)
 
         await self._mirror(touched, tenant_usage, project_usage, release)
         for key in to_delete:

@@ -189,14 +189,6 @@ SELECT t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,
 FROM projects p LEFT JOIN tenants t ON t.project_id = p.id AND t.tenant_id = $2
 WHERE p.id = $1;
 
--- name: usage_versions_many
-SELECT t.project_id, t.tenant_id,
-       t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,
-       p.storage_used_bytes AS project_used, p.usage_version AS project_version
-FROM unnest($1::text[], $2::text[]) AS k(project_id, tenant_id)
-JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = k.tenant_id
-JOIN projects p ON p.id = t.project_id;
-
 -- name: lock_uploads
 SELECT id, project_id, tenant_id, declared_size, status FROM uploads
 WHERE id = ANY($1::text[])
@@ -243,18 +235,6 @@ FROM objects WHERE object_key = ANY($1::text[])
 ORDER BY object_key
 FOR UPDATE;
 
--- name: upsert_objects
-INSERT INTO objects (object_key, project_id, tenant_id, upload_id, size_bytes, etag,
-                     version_id, present, sequencer, event_time, updated_at)
-SELECT * , now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                             $6::text[], $7::text[], $8::boolean[], $9::text[],
-                             $10::timestamptz[])
-ON CONFLICT (object_key) DO UPDATE SET
-    upload_id = COALESCE(EXCLUDED.upload_id, objects.upload_id),
-    size_bytes = EXCLUDED.size_bytes, etag = EXCLUDED.etag, version_id = EXCLUDED.version_id,
-    present = EXCLUDED.present, sequencer = EXCLUDED.sequencer,
-    event_time = EXCLUDED.event_time, updated_at = now();
-
 -- name: ensure_tenants
 -- The projects among $1 that exist; a tenant row for each of their (project, tenant)
 -- pairs ($1, $2 side by side, sorted) that has none yet.
@@ -267,34 +247,70 @@ ins AS (
 )
 SELECT id FROM known;
 
--- name: apply_tenant_deltas
-UPDATE tenants t SET
-    storage_used_bytes = t.storage_used_bytes + d.bytes,
-    total_files = t.total_files + d.files,
-    usage_version = t.usage_version + 1,
-    updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS d(project_id, tenant_id, bytes, files)
-WHERE t.project_id = d.project_id AND t.tenant_id = d.tenant_id
-RETURNING t.project_id, t.tenant_id, t.storage_used_bytes, t.usage_version;
-
--- name: apply_project_deltas
-UPDATE projects p SET
-    storage_used_bytes = p.storage_used_bytes + d.bytes,
-    total_files = p.total_files + d.files,
-    usage_version = p.usage_version + 1,
-    updated_at = now()
-FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(project_id, bytes, files)
-WHERE p.id = d.project_id
-RETURNING p.id AS project_id, p.storage_used_bytes, p.usage_version;
-
--- name: settle_uploads
--- Settles pending uploads whose object arrived: $3 are the new statuses.
-UPDATE uploads u SET status = d.status, actual_size = d.actual, flagged = d.flagged,
-                     settled_at = now()
-FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[])
-     AS d(id, actual, status, flagged)
-WHERE u.id = d.id AND u.status = 'pending'
-RETURNING u.id, u.project_id, u.tenant_id, u.declared_size, u.status;
+-- name: write_ledger_batch
+-- The writes of one ledger batch in one round trip (any part may be empty):
+-- objects upserted ($1-$10); tenants' and projects' usage moved by deltas ($11-$14,
+-- $15-$17); pending uploads settled ($18-$21); and the usage of the tenants ($22,
+-- $23) and projects ($22) touched without a delta, read. Rows by kind: 't' a
+-- tenant's usage after its delta, 'p' a project's, 's' a settled upload (its id as
+-- tenant_id), 'r' a tenant's usage as read, 'q' a project's as read (before this
+-- statement's deltas: use it only for a project without one).
+WITH upserted AS (
+    INSERT INTO objects (object_key, project_id, tenant_id, upload_id, size_bytes, etag,
+                         version_id, present, sequencer, event_time, updated_at)
+    SELECT *, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                $5::bigint[], $6::text[], $7::text[], $8::boolean[],
+                                $9::text[], $10::timestamptz[])
+    ON CONFLICT (object_key) DO UPDATE SET
+        upload_id = COALESCE(EXCLUDED.upload_id, objects.upload_id),
+        size_bytes = EXCLUDED.size_bytes, etag = EXCLUDED.etag,
+        version_id = EXCLUDED.version_id, present = EXCLUDED.present,
+        sequencer = EXCLUDED.sequencer, event_time = EXCLUDED.event_time,
+        updated_at = now()
+),
+tenant_rows AS (
+    UPDATE tenants t SET
+        storage_used_bytes = t.storage_used_bytes + d.bytes,
+        total_files = t.total_files + d.files,
+        usage_version = t.usage_version + 1,
+        updated_at = now()
+    FROM unnest($11::text[], $12::text[], $13::bigint[], $14::bigint[])
+         AS d(project_id, tenant_id, bytes, files)
+    WHERE t.project_id = d.project_id AND t.tenant_id = d.tenant_id
+    RETURNING t.project_id, t.tenant_id, t.storage_used_bytes, t.usage_version
+),
+project_rows AS (
+    UPDATE projects p SET
+        storage_used_bytes = p.storage_used_bytes + d.bytes,
+        total_files = p.total_files + d.files,
+        usage_version = p.usage_version + 1,
+        updated_at = now()
+    FROM unnest($15::text[], $16::bigint[], $17::bigint[]) AS d(project_id, bytes, files)
+    WHERE p.id = d.project_id
+    RETURNING p.id, p.storage_used_bytes, p.usage_version
+),
+settled AS (
+    UPDATE uploads u SET status = d.status, actual_size = d.actual, flagged = d.flagged,
+                         settled_at = now()
+    FROM unnest($18::text[], $19::bigint[], $20::text[], $21::boolean[])
+         AS d(id, actual, status, flagged)
+    WHERE u.id = d.id AND u.status = 'pending'
+    RETURNING u.id
+)
+SELECT 't' AS kind, project_id, tenant_id, storage_used_bytes AS used,
+       usage_version AS version
+FROM tenant_rows
+UNION ALL
+SELECT 'p', id, NULL, storage_used_bytes, usage_version FROM project_rows
+UNION ALL
+SELECT 's', NULL, id, NULL, NULL FROM settled
+UNION ALL
+SELECT 'r', t.project_id, t.tenant_id, t.storage_used_bytes, t.usage_version
+FROM unnest($22::text[], $23::text[]) AS k(project_id, tenant_id)
+JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = k.tenant_id
+UNION ALL
+SELECT 'q', p.id, NULL, p.storage_used_bytes, p.usage_version
+FROM projects p WHERE p.id = ANY($22::text[]);
 
 -- name: get_present_object
 SELECT object_key, project_id, tenant_id, upload_id, size_bytes
