@@ -173,7 +173,8 @@ class QuotaStore:
     async def reserve_many(
         self, items: Sequence[Reservation]
     ) -> list[Admitted | Rejected | Missing]:
-        """Judges many uploads in one round trip: one script call per project.
+        """Judges many uploads in one round trip (one script call; per project on
+        Redis Cluster).
 
         An upload whose hash is missing gets ``Missing``; ``reserve`` rebuilds and
         retries it (kept out of the batch so a rebuild holds up no one else).
@@ -268,7 +269,8 @@ class QuotaStore:
         await self.apply_many([(project_id, tenant_id, tenant_usage, project_usage, released)])
 
     async def apply_many(self, items: Sequence[MirrorItem]) -> None:
-        """``apply`` for many tenants in one round trip: one script call per project.
+        """``apply`` for many tenants in one round trip (``_per_project``); the
+        script gets each project's hash once, however many of its tenants are in it.
 
         Items are (project id, tenant id or None, tenant usage, project usage,
         released upload ids).
@@ -278,22 +280,28 @@ class QuotaStore:
         await self._per_project(items, lambda item: item[0], self._mirror)
 
     async def _mirror(self, items: Sequence[MirrorItem], client: Any) -> Any:
+        by_project: dict[str, list[MirrorItem]] = {}
+        for item in items:
+            by_project.setdefault(item[0], []).append(item)
         keys: list[str] = []
         args: list[Any] = [IDLE_TTL_SECONDS]
-        for project_id, tenant_id, t_usage, p_usage, released in items:
-            keys.extend(_keys(project_id, tenant_id or ""))
-            # tenant version -2: leave the tenant hash alone; -1: usage unchanged
-            tver = -2 if tenant_id is None else (t_usage.version if t_usage else -1)
-            args.extend(
-                (
-                    t_usage.used if t_usage else 0,
-                    tver,
-                    p_usage.used if p_usage else 0,
-                    p_usage.version if p_usage else -1,
-                    len(released),
-                    *released,
-                )
+        for project_id, group in by_project.items():
+            p = project_key(project_id)
+            # the newest project usage the group carries (the script keeps the newest)
+            p_usage = max(
+                (u for *_, u, _ in group if u is not None),
+                key=lambda u: u.version,
+                default=None,
             )
+            keys.extend((p, p + ":rb"))
+            args.extend((p_usage.used if p_usage else 0, p_usage.version if p_usage else -1))
+            args.append(len(group))
+            for _, tenant_id, t_usage, _, released in group:
+                t = tenant_key(project_id, tenant_id or "")
+                keys.extend((t, t + ":rb"))
+                # tenant version -2: leave the tenant hash alone; -1: usage unchanged
+                tver = -2 if tenant_id is None else (t_usage.version if t_usage else -1)
+                args.extend((t_usage.used if t_usage else 0, tver, len(released), *released))
         return await self._apply(keys=keys, args=args, client=client)
 
     async def ping(self) -> None:
