@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         state.uploads = UploadService(settings, db, quota, presigner, store, ledger)
         state.tenants = TenantService(db, store, ledger, max_file_size=settings.max_file_size)
         state.projects = ProjectService(db)
-        batcher = ApplyBatcher(ledger, observe=metrics.ledger_batches.observe)
+        batcher = ApplyBatcher(ledger, metrics=metrics)
         state.batcher = batcher
         state.ingestor = EventIngestor(
             batcher,

@@ -8,7 +8,7 @@ a webhook answers 2xx only once its events are committed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,12 +72,11 @@ class ApplyBatcher:
         ledger: Ledger,
         *,
         max_changes: int = 500,
-        observe: Callable[[int], None] | None = None,
+        metrics: Any = None,
     ) -> None:
-        """``observe`` is told the size of each committed batch (a metric)."""
         self.ledger = ledger
         self.stats = BatchStats()
-        self._observe = observe
+        self.metrics = metrics
         self._batcher: MicroBatcher[list[ObjectChange], ApplyResult] = MicroBatcher(
             self._apply, max_batch=max_changes, weight=len
         )
@@ -95,8 +94,10 @@ class ApplyBatcher:
         result = await self.ledger.apply(changes)
         self.stats.batches += 1
         self.stats.changes += len(changes)
-        if self._observe is not None:
-            self._observe(len(changes))
+        if self.metrics is not None:  # once per batch: its callers share the result
+            self.metrics.ledger_batches.observe(len(changes))
+            if result.ignored:
+                self.metrics.events.labels("outside_project").inc(result.ignored)
         return [result] * len(batch)
 
 
@@ -133,15 +134,14 @@ class EventIngestor:
         return await self.apply(changes, ignored=parsed.ignored + other)
 
     async def apply(self, changes: list[ObjectChange], *, ignored: int = 0) -> IngestResult:
-        result = await self.batcher.submit(changes) if changes else ApplyResult()
-        # The batch result covers everyone's changes; report ours by count only.
+        if changes:
+            # The batch result covers everyone's changes; report ours by count only.
+            await self.batcher.submit(changes)
         out = IngestResult(records=len(changes) + ignored, applied=len(changes), ignored=ignored)
         if self.metrics is not None:
             self.metrics.events.labels("received").inc(len(changes))
             if ignored:
                 self.metrics.events.labels("ignored").inc(ignored)
-            if result.ignored:
-                self.metrics.events.labels("outside_project").inc(result.ignored)
         return out
 
     async def confirm(self, c: SnsConfirmation) -> None:
