@@ -5,10 +5,45 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 from gateway.config import Settings
 
 RedisClient = Any  # Redis | RedisCluster; both expose the commands we use
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis, as redis-py's own synchronous connections do when
+    hiredis is installed (its asyncio ones pack in Python, which took most of the CPU
+    of a ledger batch's script call: hundreds of arguments). The bytes are the same
+    (tests/unit/test_redis_packing.py)."""
+
+    _serializer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
+class HiredisConnection(_HiredisPacking, Connection):
+    pass
+
+
+class HiredisSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class HiredisUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+_HIREDIS_CLASSES: dict[type[Any], type[Any]] = {
+    Connection: HiredisConnection,
+    SSLConnection: HiredisSSLConnection,
+    UnixDomainSocketConnection: HiredisUnixConnection,
+}
 
 
 def create_redis(settings: Settings) -> Redis | RedisCluster:
@@ -21,4 +56,8 @@ def create_redis(settings: Settings) -> Redis | RedisCluster:
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, **common)
-    return Redis.from_url(url, retry_on_timeout=False, health_check_interval=30, **common)
+    client = Redis.from_url(url, retry_on_timeout=False, health_check_interval=30, **common)
+    pool = client.connection_pool
+    if HIREDIS_AVAILABLE:  # connections are made on first use: none exists yet
+        pool.connection_class = _HIREDIS_CLASSES.get(pool.connection_class, pool.connection_class)
+    return client
