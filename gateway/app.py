@@ -112,11 +112,12 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             )
             poller_task = asyncio.create_task(poller.run(stop))
             tasks.append(poller_task)
+        # The webhook is a plain ASGI route, which Litestar leaves out of /schema.
+        if app.openapi_schema.paths is not None:
+            app.openapi_schema.paths[WEBHOOK_PATH.rstrip("/")] = WEBHOOK_OPERATION
         # Everything built so far lives as long as the process: keep it out of the
         # cyclic collector's full passes, which otherwise stall every request in
         # flight for tens of milliseconds (bench/README.md, "GC pauses").
-        if app.openapi_schema.paths is not None:
-            app.openapi_schema.paths[WEBHOOK_PATH.rstrip("/")] = WEBHOOK_OPERATION
         gc.collect()
         gc.freeze()
         try:

@@ -24,18 +24,22 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    factory: Any
+    factory: Any = structlog.PrintLoggerFactory(file=sys.stderr)
     if settings.log_format == "json":
-        # msgspec renders the line about 5x faster than json.dumps (the request log
-        # line is on every request's path); BytesLogger writes the bytes as they are.
+        # msgspec renders a request line about 4x faster than json.dumps (1.3 vs 5.8
+        # µs), and the line is on every request's path; BytesLogger writes the bytes.
+        serializer: Any = render_json
+        stream = getattr(sys.stderr, "buffer", None)
+        if stream is not None:
+            factory = structlog.BytesLoggerFactory(file=stream)
+        else:  # a text-only stderr (an embedding host): write the line as text
+            serializer = render_json_text
         processors += [
             structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(serializer=render_json),
+            structlog.processors.JSONRenderer(serializer=serializer),
         ]
-        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
     else:
         processors += [structlog.dev.ConsoleRenderer()]
-        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
@@ -59,6 +63,10 @@ def render_json(event: dict[str, Any], **_: Any) -> bytes:
     """The ``JSONRenderer`` serializer: msgspec instead of ``json.dumps``, the same
     JSON values for what log lines carry (tests/unit/test_observability.py), as bytes."""
     return _json.encode(event)
+
+
+def render_json_text(event: dict[str, Any], **_: Any) -> str:
+    return _json.encode(event).decode()
 
 
 class Metrics:

@@ -106,3 +106,22 @@ async def test_request_id_log_line_and_metrics() -> None:
     assert count("gateway_http_requests_total", {**labels, "status": "503"}) == 1
     assert count("gateway_http_request_duration_seconds_count", labels) == 3
     assert structlog.contextvars.get_contextvars() == {}
+
+
+def test_json_lines_on_a_text_only_stderr(monkeypatch: Any) -> None:
+    import io
+
+    from gateway.config import Settings
+    from gateway.observability import configure_logging
+
+    stream = io.StringIO()  # no .buffer: the bytes logger can't be used
+    monkeypatch.setattr("sys.stderr", stream)
+    before = structlog.get_config()
+    try:
+        configure_logging(Settings(log_format="json", log_level="info"))
+        structlog.get_logger("test").info("hello", name="résumé")
+    finally:
+        structlog.configure(**before)
+    line = json.loads(stream.getvalue())
+    assert (line["event"], line["name"], line["level"]) == ("hello", "résumé", "info")
+    assert line["timestamp"].endswith("Z")
