@@ -85,6 +85,13 @@ class _Row:
     event_time: datetime
 
 
+class _NewKeyRace(Exception):
+    """A key this batch read as new (no row) was inserted by a concurrent transaction
+    first: the batch's arithmetic assumed no row, so it is rolled back and applied
+    again, now reading (and locking) that row. Only replicas applying the same new
+    key at the same moment meet this; a new key cannot be locked before it exists."""
+
+
 def _newer(change: ObjectChange, row: _Row | None) -> bool:
     if row is None:
         return True
@@ -119,7 +126,7 @@ class Ledger:
         for attempt in range(5):
             try:
                 return await self._apply(changes, cancel_pending=cancel_pending)
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, _NewKeyRace):
                 if attempt == 4:
                     raise
                 log.info("ledger batch retried after a lock conflict", attempt=attempt + 1)
@@ -157,18 +164,6 @@ class Ledger:
                 result.ignored += len(by_key.pop(key))
             if not by_key:
                 return result
-            keys_sorted = sorted(by_key)
-            claimed = {
-                r["object_key"]
-                for r in await conn.fetch(
-                    Q.claim_objects,
-                    keys_sorted,
-                    [parts[k].project_id for k in keys_sorted],
-                    [parts[k].tenant_id for k in keys_sorted],
-                )
-            }
-            # A key claimed here is new: no row to read (its placeholder means none).
-            existing = [k for k in keys_sorted if k not in claimed]
             rows: dict[str, _Row] = {
                 r["object_key"]: _Row(
                     r["project_id"],
@@ -181,7 +176,7 @@ class Ledger:
                     r["sequencer"],
                     r["event_time"],
                 )
-                for r in (await conn.fetch(Q.lock_objects, existing) if existing else ())
+                for r in await conn.fetch(Q.lock_objects, sorted(by_key))
             }
             upload_ids = sorted({u for k in by_key if (u := parts[k].upload_id)})
             uploads = (
@@ -294,6 +289,7 @@ class Ledger:
             # Pairs without a usage change still get their current usage pushed to
             # Redis: a retry after a failed Redis step must repair it.
             rest = sorted(touched - set(deltas))
+            new_keys = [k not in rows for k in keys]
             rows_out = await conn.fetch(
                 Q.write_ledger_batch,
                 keys,
@@ -319,10 +315,15 @@ class Ledger:
                 [settle[i][2] for i in ids],
                 [p for p, _ in rest],
                 [t for _, t in rest],
+                new_keys,
             )
+            if sum(1 for r in rows_out if r["kind"] == "n") != sum(new_keys):
+                raise _NewKeyRace  # rolls this transaction back; apply() runs it again
             read_projects: dict[str, UsageAt] = {}
             for r in rows_out:
                 kind = r["kind"]
+                if kind == "n":
+                    continue
                 if kind == "s":
                     result.settled.append(r["tenant_id"])
                 elif kind in ("t", "r"):

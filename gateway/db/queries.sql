@@ -216,19 +216,9 @@ RETURNING id, project_id, tenant_id, declared_size;
 -- name: uploads_by_ids
 SELECT id, status FROM uploads WHERE id = ANY($1::text[]);
 
--- name: claim_objects
--- A placeholder row per new key (absent, size 0, epoch time: the same as "no row" to
--- the ledger), returned: this transaction's uncommitted insert makes a concurrent one
--- carrying the same key wait for it, then find the row (ON CONFLICT). Keys not
--- returned existed already and are locked with lock_objects.
-INSERT INTO objects (object_key, project_id, tenant_id, present, event_time)
-SELECT k, p, t, false, 'epoch'::timestamptz
-FROM unnest($1::text[], $2::text[], $3::text[]) AS c(k, p, t)
-ORDER BY k
-ON CONFLICT (object_key) DO NOTHING
-RETURNING object_key;
-
 -- name: lock_objects
+-- The rows of a batch's keys, locked; a key without one is new to the ledger (and
+-- write_ledger_batch inserts it, or finds that another transaction was first).
 SELECT object_key, project_id, tenant_id, upload_id, size_bytes, etag, version_id,
        present, sequencer, event_time
 FROM objects WHERE object_key = ANY($1::text[])
@@ -249,24 +239,40 @@ SELECT id FROM known;
 
 -- name: write_ledger_batch
 -- The writes of one ledger batch in one round trip (any part may be empty):
--- objects upserted ($1-$10); tenants' and projects' usage moved by deltas ($11-$14,
--- $15-$17); pending uploads settled ($18-$21); and the usage of the tenants ($22,
--- $23) and projects ($22) touched without a delta, read. Rows by kind: 't' a
--- tenant's usage after its delta, 'p' a project's, 's' a settled upload (its id as
--- tenant_id), 'r' a tenant's usage as read, 'q' a project's as read (before this
+-- objects ($1-$10, $24 true for a key that had no row: inserted, else updated);
+-- tenants' and projects' usage moved by deltas ($11-$14, $15-$17); pending uploads
+-- settled ($18-$21); and the usage of the tenants ($22, $23) and projects ($22)
+-- touched without a delta, read. Rows by kind: 't' a tenant's usage after its
+-- delta, 'p' a project's, 's' a settled upload (its id as tenant_id), 'n' a key
+-- inserted (as tenant_id: one missing means another transaction wrote that key
+-- first), 'r' a tenant's usage as read, 'q' a project's as read (before this
 -- statement's deltas: use it only for a project without one).
-WITH upserted AS (
+WITH updated AS (
+    UPDATE objects o SET
+        upload_id = COALESCE(d.upload_id, o.upload_id),
+        size_bytes = d.size_bytes, etag = d.etag, version_id = d.version_id,
+        present = d.present, sequencer = d.sequencer, event_time = d.event_time,
+        updated_at = now()
+    FROM unnest($1::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                $8::boolean[], $9::text[], $10::timestamptz[], $24::boolean[])
+         AS d(object_key, upload_id, size_bytes, etag, version_id, present, sequencer,
+              event_time, is_new)
+    WHERE o.object_key = d.object_key AND NOT d.is_new
+),
+inserted AS (
     INSERT INTO objects (object_key, project_id, tenant_id, upload_id, size_bytes, etag,
                          version_id, present, sequencer, event_time, updated_at)
-    SELECT *, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                $5::bigint[], $6::text[], $7::text[], $8::boolean[],
-                                $9::text[], $10::timestamptz[])
-    ON CONFLICT (object_key) DO UPDATE SET
-        upload_id = COALESCE(EXCLUDED.upload_id, objects.upload_id),
-        size_bytes = EXCLUDED.size_bytes, etag = EXCLUDED.etag,
-        version_id = EXCLUDED.version_id, present = EXCLUDED.present,
-        sequencer = EXCLUDED.sequencer, event_time = EXCLUDED.event_time,
-        updated_at = now()
+    SELECT d.object_key, d.project_id, d.tenant_id, d.upload_id, d.size_bytes, d.etag,
+           d.version_id, d.present, d.sequencer, d.event_time, now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                $6::text[], $7::text[], $8::boolean[], $9::text[], $10::timestamptz[],
+                $24::boolean[])
+         AS d(object_key, project_id, tenant_id, upload_id, size_bytes, etag, version_id,
+              present, sequencer, event_time, is_new)
+    WHERE d.is_new
+    ORDER BY d.object_key
+    ON CONFLICT (object_key) DO NOTHING
+    RETURNING object_key
 ),
 tenant_rows AS (
     UPDATE tenants t SET
@@ -297,9 +303,13 @@ settled AS (
     WHERE u.id = d.id AND u.status = 'pending'
     RETURNING u.id
 )
-SELECT 't' AS kind, project_id, tenant_id, storage_used_bytes AS used,
-       usage_version AS version
-FROM tenant_rows
+-- inserted first: new keys are written before the tenant and project rows are
+-- locked, the order every batch takes (objects, uploads, tenants, projects)
+SELECT 'n' AS kind, NULL AS project_id, object_key AS tenant_id, NULL::bigint AS used,
+       NULL::bigint AS version
+FROM inserted
+UNION ALL
+SELECT 't', project_id, tenant_id, storage_used_bytes, usage_version FROM tenant_rows
 UNION ALL
 SELECT 'p', id, NULL, storage_used_bytes, usage_version FROM project_rows
 UNION ALL
