@@ -47,14 +47,20 @@ class SqsPoller:
 
     async def poll_once(self) -> int:
         """One receive → apply → delete cycle. Returns the number of messages handled."""
+        messages = await self._receive()
+        return await self._handle(messages) if messages else 0
+
+    async def _receive(self) -> list[dict[str, Any]]:
         resp = await self.client.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=self.wait_seconds,
         )
-        messages = resp.get("Messages", [])
-        if not messages:
-            return 0
+        messages: list[dict[str, Any]] = resp.get("Messages", [])
+        return messages
+
+    async def _handle(self, messages: list[dict[str, Any]]) -> int:
+        """Apply, then delete: a failure leaves the messages to be redelivered."""
         changes: list[ObjectChange] = []
         ignored = 0
         done: list[dict[str, str]] = []
@@ -90,7 +96,7 @@ class SqsPoller:
     async def _receive_loop(self, stop: asyncio.Event) -> None:
         backoff = 1.0
         while not stop.is_set():
-            receive = asyncio.create_task(self.poll_once())
+            receive = asyncio.create_task(self._receive())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
@@ -101,7 +107,9 @@ class SqsPoller:
                     await receive
                 break
             try:
-                receive.result()
+                messages = receive.result()
+                if messages:  # received: applied and deleted even if a stop comes now
+                    await self._handle(messages)
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise

@@ -45,3 +45,61 @@ async def test_one_batch_counts_its_metrics_once() -> None:
     assert sample("gateway_ledger_batch_changes_count", {}) == 1
     assert sample("gateway_ledger_batch_changes_sum", {}) == 10
     await batcher.stop()
+
+
+class GatedBatcher:
+    """Holds every batch until ``release`` is set, as a slow transaction would."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.applied = 0
+
+    async def submit(self, changes: list[ObjectChange]) -> ApplyResult:
+        self.entered.set()
+        await self.release.wait()
+        self.applied += len(changes)
+        return ApplyResult(applied=len(changes))
+
+
+class FakeSqs:
+    def __init__(self, body: str) -> None:
+        self.body: str | None = body
+        self.deleted: list[dict[str, str]] = []
+
+    async def receive_message(self, **_: Any) -> dict[str, Any]:
+        if self.body is None:
+            await asyncio.sleep(3600)  # a long poll with nothing to receive
+        body, self.body = self.body, None
+        return {"Messages": [{"MessageId": "m1", "ReceiptHandle": "rh1", "Body": body}]}
+
+    async def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.deleted.extend(kwargs["Entries"])
+        return {}
+
+
+async def test_a_stop_lets_a_received_batch_finish_and_be_deleted() -> None:
+    import json
+
+    from gateway.events.sqs import SqsPoller
+
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-12-01T10:00:00.000Z",
+        "s3": {"bucket": {"name": "uploads"}, "object": {"key": "prj_a/t/k", "size": 5}},
+    }
+    batcher = GatedBatcher()
+    ingestor = EventIngestor(batcher, bucket="uploads")  # type: ignore[arg-type]
+    sqs = FakeSqs(json.dumps({"Records": [record]}))
+    poller = SqsPoller(ingestor, sqs, "queue-url", receivers=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    await asyncio.wait_for(batcher.entered.wait(), 5)
+    stop.set()  # while the batch is being applied, and the other receiver long-polls
+    await asyncio.sleep(0.05)
+    batcher.release.set()
+    await asyncio.wait_for(task, 5)
+    assert batcher.applied == 1
+    assert sqs.deleted == [{"Id": "0", "ReceiptHandle": "rh1"}]
+    assert poller.processed == 1
