@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
+from prometheus_client import generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -305,16 +306,17 @@ async def run_in_process(
     async with app.lifespan():
         ingestor: EventIngestor = app.state.ingestor
         ledger: Ledger = app.state.ledger
-        stats = app.state.batcher.stats
+        registry = app.state.metrics.registry
 
         for w, callers in sqs:
             records = [aws_record(e) for e in w.events]
             bodies = [dumps({"Records": records[i : i + 10]}) for i in range(0, len(records), 10)]
-            before = (stats.batches, stats.changes)
+            before = ledger_batch_totals(generate_latest(registry).decode())
             await meter.astart()
             seconds = await drive(bodies, callers, ingestor.ingest)
             cpu = await meter.astop()
-            batches, changes = stats.batches - before[0], stats.changes - before[1]
+            after = ledger_batch_totals(generate_latest(registry).decode())
+            batches, changes = after[0] - before[0], after[1] - before[1]
             n = len(records)
             runs.append(
                 Run(
@@ -322,7 +324,7 @@ async def run_in_process(
                     n,
                     seconds,
                     f"{callers} callers x 10",
-                    f"{batches:,} tx, {changes / max(batches, 1):.0f}/tx",
+                    f"{batches:,.0f} tx, {changes / max(batches, 1):.0f}/tx",
                     cpu["server"] / n * 1e6,
                     cpu["postgres"] / n * 1e6,
                 )
@@ -441,7 +443,11 @@ def run_webhook(
 def ledger_batches(base_url: str) -> tuple[float, float]:
     """The server's ledger transactions and the changes they applied, from /metrics
     (with several workers, of the worker that answers: the column then says so)."""
-    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return ledger_batch_totals(httpx.get(base_url + "/metrics", timeout=10).text)
+
+
+def ledger_batch_totals(text: str) -> tuple[float, float]:
+    """(transactions, changes) from the ``gateway_ledger_batch_changes`` histogram."""
     values = {
         name: float(value)
         for line in text.splitlines()

@@ -9,6 +9,10 @@ Ordering per key: by S3 ``sequencer`` when both sides have one, else by event ti
 (ties apply, which is harmless because applying the same state twice changes
 nothing). A removed object stays as a tombstone so that older events arriving late
 cannot bring it back.
+
+Concurrency (several replicas): a batch locks the rows of its keys and inserts the
+keys that had none; if another transaction inserted one of those first, the batch
+is rolled back and applied again (``_NewKeyRace``), as after a deadlock.
 """
 
 from __future__ import annotations

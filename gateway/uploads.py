@@ -156,9 +156,9 @@ class UploadService:
     #
     # Concurrent requests share round trips (gateway.batching): one statement reads the
     # context of a whole batch and one writes its pending rows (stage 1, Postgres);
-    # one script call per project then judges the batch's reservations (stage 2,
-    # Redis). Each request keeps its own outcome, and every pending row is committed
-    # before its reservation is judged (docs/quota.md).
+    # one script call (one per project on Redis Cluster) then judges the batch's
+    # reservations (stage 2, Redis). Each request keeps its own outcome, and every
+    # pending row is committed before its reservation is judged (docs/quota.md).
 
     async def request_upload(
         self,

@@ -52,12 +52,6 @@ def to_changes(records: Sequence[S3Record], bucket: str) -> tuple[list[ObjectCha
     return changes, other
 
 
-@dataclass
-class BatchStats:
-    batches: int = 0
-    changes: int = 0
-
-
 class ApplyBatcher:
     """Coalesces concurrent ``submit`` calls into shared ledger transactions.
 
@@ -75,8 +69,7 @@ class ApplyBatcher:
         metrics: Any = None,
     ) -> None:
         self.ledger = ledger
-        self.stats = BatchStats()
-        self.metrics = metrics
+        self.metrics = metrics  # gateway_ledger_batch_changes: transactions and changes
         self._batcher: MicroBatcher[list[ObjectChange], ApplyResult] = MicroBatcher(
             self._apply, max_batch=max_changes, weight=len
         )
@@ -92,8 +85,6 @@ class ApplyBatcher:
     async def _apply(self, batch: list[list[ObjectChange]]) -> list[ApplyResult]:
         changes = [c for item in batch for c in item]
         result = await self.ledger.apply(changes)
-        self.stats.batches += 1
-        self.stats.changes += len(changes)
         if self.metrics is not None:  # once per batch: its callers share the result
             self.metrics.ledger_batches.observe(len(changes))
             if result.ignored:
