@@ -1,7 +1,8 @@
 """The SQS worker: S3 → SQS (or S3 → SNS → SQS) notifications into the ledger.
 
-Long polling, batches of up to 10 messages, messages deleted only after the commit,
-exponential back-off on errors, clean stop on SIGTERM. Several receive loops run at
+Long polling, batches of up to 10 messages, messages deleted only after the commit
+(the delete overlapping the next receive), exponential back-off on errors, clean
+stop on SIGTERM. Several receive loops run at
 once (``receivers``); the ApplyBatcher merges what they receive into shared ledger
 transactions, so throughput grows with them while each message is still deleted
 only once its own changes are committed.
@@ -48,7 +49,10 @@ class SqsPoller:
     async def poll_once(self) -> int:
         """One receive → apply → delete cycle. Returns the number of messages handled."""
         messages = await self._receive()
-        return await self._handle(messages) if messages else 0
+        if not messages:
+            return 0
+        await self._delete(await self._apply(messages), len(messages))
+        return len(messages)
 
     async def _receive(self) -> list[dict[str, Any]]:
         resp = await self.client.receive_message(
@@ -59,8 +63,9 @@ class SqsPoller:
         messages: list[dict[str, Any]] = resp.get("Messages", [])
         return messages
 
-    async def _handle(self, messages: list[dict[str, Any]]) -> int:
-        """Apply, then delete: a failure leaves the messages to be redelivered."""
+    async def _apply(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """Parses and commits the messages' changes; answers the delete entries. A
+        failure raises, and the messages are left to be redelivered."""
         changes: list[ObjectChange] = []
         ignored = 0
         done: list[dict[str, str]] = []
@@ -79,45 +84,73 @@ class SqsPoller:
                 ignored += parsed.ignored + other
             done.append({"Id": str(len(done)), "ReceiptHandle": m["ReceiptHandle"]})
         await self.ingestor.apply(changes, ignored=ignored)  # raises → not deleted → retried
-        resp = await self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
-        for failed in resp.get("Failed", []):
+        return done
+
+    async def _delete(self, entries: list[dict[str, str]], count: int) -> None:
+        """Deletes committed messages. A message whose delete fails is redelivered
+        and applied again, which changes nothing (the ledger is idempotent)."""
+        try:
+            resp = await self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
             log.warning(
-                "sqs delete failed; the message will be redelivered (harmless)",
-                error=failed.get("Message"),
+                "sqs delete failed; the messages will be redelivered (harmless)",
+                error=repr(exc),
+                messages=len(entries),
             )
-        self.processed += len(messages)
-        return len(messages)
+        else:
+            for failed in resp.get("Failed", []):
+                log.warning(
+                    "sqs delete failed; the message will be redelivered (harmless)",
+                    error=failed.get("Message"),
+                )
+        self.processed += count
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("sqs poller started", queue_url=self.queue_url, receivers=self.receivers)
+        log.info(
+            "sqs poller started",
+            queue_url=self.queue_url,
+            receivers=self.receivers,
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+        )
         await asyncio.gather(*(self._receive_loop(stop) for _ in range(self.receivers)))
         log.info("sqs poller stopped", processed=self.processed)
 
     async def _receive_loop(self, stop: asyncio.Event) -> None:
+        """Receive → apply → delete, with the delete of one batch overlapping the
+        receive of the next: a receiver waits one SQS round trip per batch, not two.
+        At most one delete is in flight per receiver, and a stop waits for it."""
         backoff = 1.0
-        while not stop.is_set():
-            receive = asyncio.create_task(self._receive())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not receive.done():
-                # stopping while long-polling: nothing received is lost (not deleted)
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await receive
-                break
-            try:
-                messages = receive.result()
-                if messages:  # received: applied and deleted even if a stop comes now
-                    await self._handle(messages)
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("sqs poll failed; backing off", error=repr(exc), seconds=backoff)
-                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+        deleting: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                receive = asyncio.create_task(self._receive())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not receive.done():
+                    # stopping while long-polling: nothing received is lost (not deleted)
+                    receive.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await receive
+                    break
+                try:
+                    messages = receive.result()
+                    if messages:  # received: applied and deleted even if a stop comes now
+                        entries = await self._apply(messages)
+                        if deleting is not None:
+                            await deleting
+                        deleting = asyncio.create_task(self._delete(entries, len(messages)))
+                    backoff = 1.0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("sqs poll failed; backing off", error=repr(exc), seconds=backoff)
+                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+        finally:
+            if deleting is not None:
+                await deleting
 
 
 def sqs_client(settings: Settings) -> Any:

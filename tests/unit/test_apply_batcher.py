@@ -103,3 +103,100 @@ async def test_a_stop_lets_a_received_batch_finish_and_be_deleted() -> None:
     assert batcher.applied == 1
     assert sqs.deleted == [{"Id": "0", "ReceiptHandle": "rh1"}]
     assert poller.processed == 1
+
+
+class SlowDeleteSqs:
+    """Hands out one message per receive; each delete waits until released."""
+
+    def __init__(self, bodies: list[str]) -> None:
+        self.bodies = list(bodies)
+        self.receives = 0
+        self.deleted: list[str] = []
+        self.deleting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def receive_message(self, **_: Any) -> dict[str, Any]:
+        self.receives += 1
+        if not self.bodies:
+            await asyncio.sleep(3600)  # a long poll with nothing to receive
+        n = len(self.deleted) + self.receives
+        return {
+            "Messages": [
+                {"MessageId": f"m{n}", "ReceiptHandle": f"rh{n}", "Body": self.bodies.pop(0)}
+            ]
+        }
+
+    async def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.deleting.set()
+        await self.release.wait()
+        self.deleted.extend(e["ReceiptHandle"] for e in kwargs["Entries"])
+        return {}
+
+
+class CountingBatcher:
+    def __init__(self) -> None:
+        self.applied = 0
+
+    async def submit(self, changes: list[ObjectChange]) -> ApplyResult:
+        self.applied += len(changes)
+        return ApplyResult(applied=len(changes))
+
+
+def _body(key: str) -> str:
+    import json
+
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-12-01T10:00:00.000Z",
+        "s3": {"bucket": {"name": "uploads"}, "object": {"key": key, "size": 5}},
+    }
+    return json.dumps({"Records": [record]})
+
+
+async def test_the_next_receive_overlaps_the_delete_and_a_stop_waits_for_it() -> None:
+    from gateway.events.sqs import SqsPoller
+
+    batcher = CountingBatcher()
+    ingestor = EventIngestor(batcher, bucket="uploads")  # type: ignore[arg-type]
+    sqs = SlowDeleteSqs([_body("prj_a/t/k1"), _body("prj_a/t/k2")])
+    poller = SqsPoller(ingestor, sqs, "queue-url", receivers=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    await asyncio.wait_for(sqs.deleting.wait(), 5)
+    for _ in range(100):  # the second message is received and applied meanwhile
+        if batcher.applied == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert batcher.applied == 2
+    assert sqs.deleted == []  # the first delete is still in flight
+    stop.set()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the stop waits for the deletes of what was committed
+    sqs.release.set()
+    await asyncio.wait_for(task, 5)
+    assert sqs.deleted == ["rh1", "rh2"]
+    assert poller.processed == 2
+
+
+async def test_a_failed_delete_is_logged_and_the_receiver_goes_on() -> None:
+    from gateway.events.sqs import SqsPoller
+
+    class FailingDeleteSqs(SlowDeleteSqs):
+        async def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+            raise ConnectionError("sqs is down")
+
+    batcher = CountingBatcher()
+    ingestor = EventIngestor(batcher, bucket="uploads")  # type: ignore[arg-type]
+    sqs = FailingDeleteSqs([_body("prj_a/t/k1"), _body("prj_a/t/k2")])
+    poller = SqsPoller(ingestor, sqs, "queue-url", receivers=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    for _ in range(100):
+        if poller.processed == 2:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert batcher.applied == 2  # both committed; redelivery would apply as no-ops
+    assert poller.processed == 2
