@@ -16,8 +16,8 @@ overwrites and removals, partly out of order. Paths:
 * webhook, bodies of 10 — the same endpoint with SQS-sized ``{"Records": [...]}``
   bodies of 10 MinIO records (8 and 64 connections);
 * SQS batches — ``EventIngestor.ingest`` with 10-record bodies from several
-  concurrent callers, in-process (what each of ``SqsPoller``'s receive loops does
-  after a receive; it runs 8 by default);
+  concurrent callers, in-process, on uvloop (what each of ``SqsPoller``'s receive
+  loops does after a receive in ``gateway events poll-sqs``; it runs 8 by default);
 * baseline — ``Ledger.apply`` with one change per transaction, bypassing the
   batcher: sequential, and with 64 concurrent callers.
 
@@ -67,6 +67,7 @@ from bench._harness import (
     warm_quota,
 )
 from gateway.app import create_app
+from gateway.cli import run_on_fast_loop
 from gateway.config import Settings
 from gateway.db import Q, create_database
 from gateway.events.ingest import EventIngestor
@@ -701,7 +702,8 @@ def main() -> int:
         ]
         asyncio.run(prepare(settings, workloads, history_project, args.history, rng))
         this_process = CpuMeter(os.getpid(), svc.database_url)
-        runs = asyncio.run(run_in_process(settings, sqs, baselines, this_process))
+        # on the loop `gateway events poll-sqs` runs on
+        runs = run_on_fast_loop(run_in_process(settings, sqs, baselines, this_process))
         webhook_runs = [run_webhook(svc, webhook, args, tmp, args.log_level)]
         for w, c in webhook10:
             webhook_runs.append(

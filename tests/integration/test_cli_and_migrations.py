@@ -178,6 +178,7 @@ def test_poll_sqs_runs_its_receivers_and_stops_on_sigterm(settings: Settings, s3
             assert line, "the poller exited before it started"
             started = line
         assert '"receivers": 3' in started or '"receivers":3' in started
+        assert '"loop":"uvloop"' in started.replace(" ", "")  # as uvicorn runs `serve`
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # does not wait out the 20 s long polls
     finally:
