@@ -6,18 +6,28 @@
 ``POST /api/storage/upload/``, but only presigns: no key check, no Postgres, no
 Redis. It is the ceiling the full path is measured against. Settings come from
 the environment, like ``gateway serve``; uvicorn runs with the same options.
+
+With ``GATEWAY_BENCH_FLOOR=1`` (``bench_events.py --floor``) the webhook path skips
+everything around its work: uvicorn hands ``POST /api/storage/events/s3/`` straight
+to the ingestor, with no Litestar routing, no request middleware (log line, metrics,
+request id), no auth or content checks. What it does cost per event is the floor
+of the webhook at one record per request on this stack. Every other path is the
+gateway's own app.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import msgspec
 from litestar import Litestar, post
 from litestar.datastructures import State
 
@@ -62,9 +72,45 @@ async def presign_only(data: UploadRequest, state: State) -> UploadResponse:
     )
 
 
-def create_bench_app() -> Litestar:
+def create_bench_app() -> Any:
     """uvicorn factory (``--workers`` needs an import string)."""
-    return create_app(Settings.from_env(), extra_route_handlers=[presign_only])
+    app = create_app(Settings.from_env(), extra_route_handlers=[presign_only])
+    return WebhookFloor(app) if os.environ.get("GATEWAY_BENCH_FLOOR") else app
+
+
+class WebhookFloor:
+    """The webhook's work alone (read, parse, apply through the batcher, answer)."""
+
+    PATH = "/api/storage/events/s3/"
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        result = await self.app.state.ingestor.ingest(body)
+        payload = msgspec.json.encode(
+            {"records": result.records, "applied": result.applied, "ignored": result.ignored}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
 
 def main() -> None:

@@ -18,6 +18,10 @@ overwrites and removals, partly out of order. Paths:
 * SQS batches — ``EventIngestor.ingest`` with 10-record bodies from several
   concurrent callers, in-process, on uvloop (what each of ``SqsPoller``'s receive
   loops does after a receive in ``gateway events poll-sqs``; it runs 8 by default);
+* with ``--floor``, webhook floor — the same one-record bodies to a server whose
+  webhook path is the ingestor alone (``bench/_server.py`` ``WebhookFloor``: no
+  Litestar, no log line, no metrics, no checks): what the work itself costs behind
+  uvicorn, the most any HTTP-layer saving could bring; no target;
 * baseline — ``Ledger.apply`` with one change per transaction, bypassing the
   batcher: sequential, and with 64 concurrent callers.
 
@@ -275,6 +279,7 @@ class Run:
     postgres_us: float | None = None
     errors: int = 0
     baseline: bool = False
+    info: bool = False  # no target: the --floor row
 
     @property
     def rate(self) -> float:
@@ -365,12 +370,13 @@ def run_webhook(
     *,
     per_body: int = 1,
     connections: int | None = None,
+    floor: bool = False,
 ) -> Run:
     """``per_body`` 1: MinIO webhook bodies (MinIO sends one record per request);
     more: ``{"Records": [...]}`` bodies of MinIO records (an S3 relay, SNS fan-in)."""
     threads = 2
     connections = connections or args.connections
-    prefix = tmp / f"webhook_{per_body}_{connections}_"
+    prefix = tmp / f"webhook_{'floor_' if floor else ''}{per_body}_{connections}_"
     lines: list[list[str]] = [[] for _ in range(threads)]
     if per_body == 1:
         bodies = [dumps(minio_body(e)) for e in w.events]
@@ -384,7 +390,8 @@ def run_webhook(
     for t, chunk in enumerate(lines):
         Path(f"{prefix}{t}.jsonl").write_text("\n".join(chunk) + "\n", encoding="utf-8")
     wrk = require_wrk()
-    with server(svc.env(log_level), workers=args.workers, log_dir=tmp) as srv:
+    env = {**svc.env(log_level), **({"GATEWAY_BENCH_FLOOR": "1"} if floor else {})}
+    with server(env, workers=args.workers, log_dir=tmp) as srv:
         meter = CpuMeter(srv.proc.pid, svc.database_url)
         meter.start()
         started = time.perf_counter()
@@ -438,6 +445,7 @@ def run_webhook(
         cpu["server"] / n * 1e6,
         cpu["postgres"] / n * 1e6,
         errors=bad + (len(bodies) - answered),  # failed or missing requests
+        info=floor,
     )
 
 
@@ -654,6 +662,12 @@ def main() -> int:
         help="connections for the webhook with 10-record bodies (comma-separated; empty = skip)",
     )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers (webhook)")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="add a row: the webhook's work at 1 record/request with nothing around it "
+        "(no Litestar, log line or metrics; bench/_server.py WebhookFloor), no target",
+    )
     parser.add_argument("--log-level", default="info", help="server GATEWAY_LOG_LEVEL")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on a path after")
     parser.add_argument("--seed", type=int, default=1)
@@ -677,6 +691,11 @@ def main() -> int:
             return plan(name, projects, prefix, n, rng, seq)
 
         webhook = workload("webhook, 1 record/request", "wh", args.webhook_events)
+        floor = (
+            workload("webhook floor, 1 record/request", "wf", args.webhook_events)
+            if args.floor
+            else None
+        )
         webhook10 = [
             (workload(f"webhook, bodies of 10, {c} conns", f"wb{c}_", args.webhook_events), c)
             for c in webhook_batch_conns
@@ -696,6 +715,7 @@ def main() -> int:
         ]
         workloads = [
             webhook,
+            *([floor] if floor else []),
             *(w for w, _ in webhook10),
             *(w for w, _ in sqs),
             *(w for w, _ in baselines),
@@ -705,6 +725,8 @@ def main() -> int:
         # on the loop `gateway events poll-sqs` runs on
         runs = run_on_fast_loop(run_in_process(settings, sqs, baselines, this_process))
         webhook_runs = [run_webhook(svc, webhook, args, tmp, args.log_level)]
+        if floor:
+            webhook_runs.append(run_webhook(svc, floor, args, tmp, args.log_level, floor=True))
         for w, c in webhook10:
             webhook_runs.append(
                 run_webhook(svc, w, args, tmp, args.log_level, per_body=10, connections=c)
@@ -717,7 +739,7 @@ def main() -> int:
     failures = 0
     for r in runs:
         check = checks[r.name]
-        if r.baseline:
+        if r.baseline or r.info:
             target, ok = "", None
         else:
             ok = r.rate >= TARGET_RATE and r.rate >= TARGET_VS_BASELINE * baseline and not r.errors
