@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import structlog
+import structlog.tracebacks
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gateway.config import Settings
@@ -35,11 +36,15 @@ def configure_logging(settings: Settings) -> None:
         else:  # a text-only stderr (an embedding host): write the line as text
             serializer = render_json_text
         processors += [
-            structlog.processors.dict_tracebacks,
+            # dict tracebacks, without the frames' local variables: they hold request
+            # headers (API keys, the webhook secret) and settings
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(serializer=serializer),
         ]
     else:
-        processors += [structlog.dev.ConsoleRenderer()]
+        processors += [structlog.dev.ConsoleRenderer(exception_formatter=_console_traceback())]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
@@ -48,6 +53,15 @@ def configure_logging(settings: Settings) -> None:
     )
     # uvicorn's own access log would duplicate our one line per request
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _console_traceback() -> Any:
+    """rich's traceback where rich is installed, without local variables (secrets)."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
 
 
 def _fallback(obj: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import structlog
@@ -125,3 +126,36 @@ def test_json_lines_on_a_text_only_stderr(monkeypatch: Any) -> None:
     line = json.loads(stream.getvalue())
     assert (line["event"], line["name"], line["level"]) == ("hello", "résumé", "info")
     assert line["timestamp"].endswith("Z")
+
+
+def _fail_with_a_secret_in_scope(secret: str) -> None:
+    headers = [(b"authorization", f"Bearer {secret}".encode())]  # noqa: F841
+    raise RuntimeError("boom")
+
+
+def test_error_lines_carry_the_traceback_but_no_local_variables(monkeypatch: Any) -> None:
+    """Frame locals hold request headers (API keys, the webhook secret) and settings."""
+    import io
+
+    from gateway.config import Settings
+    from gateway.observability import configure_logging
+
+    secret = "sk_live_" + os.urandom(8).hex()  # in a local variable, not in the source
+    for log_format in ("json", "console"):
+        stream = io.StringIO()
+        monkeypatch.setattr("sys.stderr", stream)
+        before = structlog.get_config()
+        try:
+            configure_logging(Settings(log_format=log_format, log_level="info"))
+            try:
+                _fail_with_a_secret_in_scope(secret)
+            except RuntimeError:
+                structlog.get_logger("test").exception("unhandled error")
+        finally:
+            structlog.configure(**before)
+        out = stream.getvalue()
+        assert "_fail_with_a_secret_in_scope" in out  # the traceback is there
+        assert secret not in out, log_format
+        if log_format == "json":
+            frames = json.loads(out)["exception"][0]["frames"]
+            assert frames and all("locals" not in f for f in frames)
