@@ -10,9 +10,13 @@ Ordering per key: by S3 ``sequencer`` when both sides have one, else by event ti
 nothing). A removed object stays as a tombstone so that older events arriving late
 cannot bring it back.
 
-Concurrency (several replicas): a batch locks the rows of its keys and inserts the
-keys that had none; if another transaction inserted one of those first, the batch
-is rolled back and applied again (``_NewKeyRace``), as after a deadlock.
+Concurrency (several replicas, or batches in flight at once): a batch first takes an
+advisory lock per key (``lock_keys``, in one order), so transactions that share a
+key run one after the other, and a key new to the ledger cannot be inserted by
+another transaction while this one computes it as new. Then it locks the rows of
+its keys that exist and inserts the others. Should a new key be found written
+first all the same (a writer that does not take those locks), the batch is rolled
+back and applied again (``_NewKeyRace``), as after a deadlock.
 """
 
 from __future__ import annotations
@@ -92,8 +96,8 @@ class _Row:
 class _NewKeyRace(Exception):
     """A key this batch read as new (no row) was inserted by a concurrent transaction
     first: the batch's arithmetic assumed no row, so it is rolled back and applied
-    again, now reading (and locking) that row. Only replicas applying the same new
-    key at the same moment meet this; a new key cannot be locked before it exists."""
+    again, now reading (and locking) that row. ``lock_keys`` keeps ledger batches
+    from meeting this; it guards against any other writer of the objects table."""
 
 
 def _newer(change: ObjectChange, row: _Row | None) -> bool:
@@ -157,6 +161,7 @@ class Ledger:
         to_delete: list[str] = []
 
         async with self.db.transaction() as conn:
+            await conn.execute(Q.lock_keys, sorted(by_key))
             pairs = sorted({(kp.project_id, kp.tenant_id) for kp in parts.values()})
             known = {
                 r["id"]

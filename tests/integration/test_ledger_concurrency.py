@@ -95,3 +95,59 @@ async def test_concurrent_transactions_on_a_new_tenant_mixing_new_and_known_keys
     assert sum(r.applied for r in results) == 20 * len(results)  # ties apply as no-ops
     u = await usage(client, project, "fresh")
     assert (u["storage_used_bytes"], u["total_files"]) == (10 * 30 + 10 * 7, 20)
+
+
+async def test_replicas_walking_the_same_new_keys_never_start_over(
+    client: httpx.AsyncClient, project: ProjectKey, state: Any, monkeypatch: Any
+) -> None:
+    """8 appliers (as replicas), each with 3 transactions in flight, apply the same
+    stream of batches: a window of 30 new keys that moves by 10, so most batches meet
+    keys that other transactions are inserting. Each key counts once, and no batch
+    has to start over: one that did could lose again to the next batch, and a
+    webhook delivery that runs out of attempts is a 500 (seen with two batches in
+    flight in one process, before the ledger took a lock per key)."""
+    r = await client.patch(
+        "/api/storage/tenants/walk/limit/",
+        json={"storage_limit_bytes": None},
+        headers=project.headers,
+    )
+    assert r.status_code == 200
+    steps, replicas = 60, 8
+    keys = [f"{project.project_id}/walk/manual/k{i:03d}" for i in range(steps * 10 + 20)]
+
+    def batch(step: int) -> list[ObjectChange]:
+        return [
+            ObjectChange(kind=ChangeKind.CREATED, key=k, size=10, event_time=T0, sequencer="01")
+            for k in keys[step * 10 : step * 10 + 30]
+        ]
+
+    attempts = 0
+    apply_once = state.ledger._apply
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return await apply_once(*args, **kwargs)
+
+    monkeypatch.setattr(state.ledger, "_apply", counted)
+
+    async def replica(offset: int) -> None:
+        in_flight = asyncio.Semaphore(3)
+
+        async def one(step: int) -> None:
+            try:
+                await state.ledger.apply(batch(step))
+            finally:
+                in_flight.release()
+
+        await asyncio.sleep(offset * 0.003)
+        tasks = []
+        for step in range(steps):
+            await in_flight.acquire()
+            tasks.append(asyncio.create_task(one(step)))
+        await asyncio.gather(*tasks)
+
+    await asyncio.gather(*(replica(i) for i in range(replicas)))
+    assert attempts == steps * replicas  # not one batch rolled back and applied again
+    u = await usage(client, project, "walk")
+    assert (u["storage_used_bytes"], u["total_files"]) == (len(keys) * 10, len(keys))
