@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -175,23 +175,39 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"must be true or false, got {raw!r}")
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ``***``, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not even a URL: say nothing of what it holds
+        return "<unparsable URL>"
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
 def _url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http(s) URL, got {raw!r}")
+        raise ValueError(f"must be an http(s) URL, got {redact_url(raw)!r}")
     return raw.rstrip("/")
 
 
 def _db_url(raw: str) -> str:
     if urlsplit(raw).scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"must be a postgresql:// URL, got {raw!r}")
+        raise ValueError(f"must be a postgresql:// URL, got {redact_url(raw)!r}")
     return raw
 
 
 def _redis_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
-        raise ValueError(f"must be a redis://, rediss:// or redis+cluster:// URL, got {raw!r}")
+        raise ValueError(
+            f"must be a redis://, rediss:// or redis+cluster:// URL, got {redact_url(raw)!r}"
+        )
     return raw
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.config import Settings
+from gateway.config import Settings, redact_url
 
 DEV_ACCESS_KEY = "dev-access-key"
 DEV_SECRET_KEY = "dev-secret-key"
@@ -140,7 +140,8 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
             project_id, api_key = asyncio.run(ensure_dev_project(settings))
         except OSError as exc:
             print(
-                f"gateway dev: cannot reach Postgres at {settings.database_url} ({exc}).\n"
+                f"gateway dev: cannot reach Postgres at {redact_url(settings.database_url)} "
+                f"({exc}).\n"
                 "Start it, e.g.: pg_ctlcluster --skip-systemctl-redirect "
                 "$(ls /etc/postgresql) main start",
                 file=sys.stderr,

@@ -69,3 +69,20 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.s3_bucket = "other"  # type: ignore[misc]
+
+
+def test_urls_in_messages_hide_their_password() -> None:
+    from gateway.config import redact_url
+
+    assert redact_url("postgresql://app:s3cr%40t@db:5432/gw") == "postgresql://app:***@db:5432/gw"
+    assert redact_url("rediss://:tok3n@cache:6380/0") == "rediss://:***@cache:6380/0"
+    assert redact_url("postgresql://app@db/gw") == "postgresql://app@db/gw"
+    assert redact_url("http://[::1") == "<unparsable URL>"
+    for name, value in [
+        ("GATEWAY_DATABASE_URL", "mysql://app:hunter22@db/gw"),
+        ("GATEWAY_REDIS_URL", "memcache://:hunter22@cache"),
+        ("GATEWAY_S3_ENDPOINT_URL", "ftp://key:hunter22@s3"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env({name: value})
+        assert name in str(err.value) and "hunter22" not in str(err.value)
