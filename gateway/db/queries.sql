@@ -216,21 +216,9 @@ RETURNING id, project_id, tenant_id, declared_size;
 -- name: uploads_by_ids
 SELECT id, status FROM uploads WHERE id = ANY($1::text[]);
 
--- name: lock_keys
--- Serialises the transactions that carry the same object keys (replicas, batches in
--- flight at once): a transaction-level advisory lock per key, taken in one order
--- (the locks are evaluated above the sort). A key new to the ledger has no row to
--- lock FOR UPDATE; without this, two transactions could both take it for new, and
--- the one that inserts second would have to start over (and could lose again to a
--- third). Two int4 keys: a space of its own, apart from the migrations' bigint lock.
-SELECT pg_advisory_xact_lock(1869571695, h)
-FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k) AS keys
-ORDER BY h;
-
 -- name: lock_objects
--- The rows of a batch's keys, locked (after lock_keys, so every row another
--- transaction wrote for them is committed and visible); a key without one is new to
--- the ledger, and write_ledger_batch inserts it.
+-- The rows of a batch's keys, locked; a key without one is new to the ledger (and
+-- write_ledger_batch inserts it, or finds that another transaction was first).
 SELECT object_key, project_id, tenant_id, upload_id, size_bytes, etag, version_id,
        present, sequencer, event_time
 FROM objects WHERE object_key = ANY($1::text[])
@@ -316,7 +304,7 @@ settled AS (
     RETURNING u.id
 )
 -- inserted first: new keys are written before the tenant and project rows are
--- locked, the order every batch takes (objects, uploads, tenants, projects)
+-- locked, the order every batch takes (uploads, objects, tenants, projects)
 SELECT 'n' AS kind, NULL AS project_id, object_key AS tenant_id, NULL::bigint AS used,
        NULL::bigint AS version
 FROM inserted
