@@ -23,7 +23,12 @@ _ANSWER = {"records": 1, "applied": 1, "ignored": 0}
 async def _respond(receive: Any, send: Any) -> None:
     while (await receive()).get("more_body"):
         pass
-    payload = msgspec.json.encode(_ANSWER)
+    await send_json(send, _ANSWER)
+
+
+async def send_json(send: Any, doc: Any) -> None:
+    """A 200 response with ``doc`` as its JSON body (also bench/_server.py's floor)."""
+    payload = msgspec.json.encode(doc)
     await send(
         {
             "type": "http.response.start",

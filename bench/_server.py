@@ -27,10 +27,10 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec
 from litestar import Litestar, post
 from litestar.datastructures import State
 
+from bench._http_layers import send_json
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.ids import new_id
@@ -97,20 +97,9 @@ class WebhookFloor:
             if not message.get("more_body"):
                 break
         result = await self.app.state.ingestor.ingest(body)
-        payload = msgspec.json.encode(
-            {"records": result.records, "applied": result.applied, "ignored": result.ignored}
+        await send_json(
+            send, {"records": result.records, "applied": result.applied, "ignored": result.ignored}
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
 
 
 def main() -> None:

@@ -97,6 +97,15 @@ async def test_concurrent_transactions_on_a_new_tenant_mixing_new_and_known_keys
     assert (u["storage_used_bytes"], u["total_files"]) == (10 * 30 + 10 * 7, 20)
 
 
+async def _unlimited(client: httpx.AsyncClient, p: ProjectKey, tenant: str) -> None:
+    r = await client.patch(
+        f"/api/storage/tenants/{tenant}/limit/",
+        json={"storage_limit_bytes": None},
+        headers=p.headers,
+    )
+    assert r.status_code == 200
+
+
 async def _walk(state: Any, keys: list[str], *, steps: int, replicas: int) -> None:
     """``replicas`` appliers, each with 3 transactions in flight, apply the same stream
     of batches: a window of 30 of ``keys`` that moves by 10, so most batches meet keys
@@ -146,12 +155,7 @@ async def test_replicas_walking_the_same_new_upload_keys_never_start_over(
     is rolled back and applied again. (Before, a batch that lost a new key to another
     transaction started over and could lose again to the next one; with two batches
     in flight in one process, a webhook delivery ran out of attempts and got a 500.)"""
-    r = await client.patch(
-        "/api/storage/tenants/walk/limit/",
-        json={"storage_limit_bytes": None},
-        headers=project.headers,
-    )
-    assert r.status_code == 200
+    await _unlimited(client, project, "walk")
     steps, replicas = 40, 8
     keys = []
     for i in range(steps * 10 + 20):
@@ -179,12 +183,7 @@ async def test_replicas_walking_the_same_new_keys_without_uploads_all_succeed(
     """Objects written under a tenant by other means have no upload row to lock: a
     batch may lose one of its new keys and start over, as often as it takes (each
     time one more of its keys has a row), but it never gives up."""
-    r = await client.patch(
-        "/api/storage/tenants/walk2/limit/",
-        json={"storage_limit_bytes": None},
-        headers=project.headers,
-    )
-    assert r.status_code == 200
+    await _unlimited(client, project, "walk2")
     steps, replicas = 60, 8
     keys = [f"{project.project_id}/walk2/manual/k{i:03d}" for i in range(steps * 10 + 20)]
     attempts = _count_attempts(state, monkeypatch)

@@ -154,15 +154,19 @@ def _body(key: str) -> str:
     return json.dumps({"Records": [record]})
 
 
-async def test_the_next_receive_overlaps_the_delete_and_a_stop_waits_for_it() -> None:
+def _run_poller(sqs: Any) -> tuple[CountingBatcher, Any, asyncio.Event, asyncio.Task[None]]:
     from gateway.events.sqs import SqsPoller
 
     batcher = CountingBatcher()
     ingestor = EventIngestor(batcher, bucket="uploads")  # type: ignore[arg-type]
-    sqs = SlowDeleteSqs([_body("prj_a/t/k1"), _body("prj_a/t/k2")])
     poller = SqsPoller(ingestor, sqs, "queue-url", receivers=1)
     stop = asyncio.Event()
-    task = asyncio.create_task(poller.run(stop))
+    return batcher, poller, stop, asyncio.create_task(poller.run(stop))
+
+
+async def test_the_next_receive_overlaps_the_delete_and_a_stop_waits_for_it() -> None:
+    sqs = SlowDeleteSqs([_body("prj_a/t/k1"), _body("prj_a/t/k2")])
+    batcher, poller, stop, task = _run_poller(sqs)
     await asyncio.wait_for(sqs.deleting.wait(), 5)
     for _ in range(100):  # the second message is received and applied meanwhile
         if batcher.applied == 2:
@@ -180,18 +184,12 @@ async def test_the_next_receive_overlaps_the_delete_and_a_stop_waits_for_it() ->
 
 
 async def test_a_failed_delete_is_logged_and_the_receiver_goes_on() -> None:
-    from gateway.events.sqs import SqsPoller
-
     class FailingDeleteSqs(SlowDeleteSqs):
         async def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
             raise ConnectionError("sqs is down")
 
-    batcher = CountingBatcher()
-    ingestor = EventIngestor(batcher, bucket="uploads")  # type: ignore[arg-type]
     sqs = FailingDeleteSqs([_body("prj_a/t/k1"), _body("prj_a/t/k2")])
-    poller = SqsPoller(ingestor, sqs, "queue-url", receivers=1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(poller.run(stop))
+    batcher, poller, stop, task = _run_poller(sqs)
     for _ in range(100):
         if poller.processed == 2:
             break
