@@ -2,10 +2,9 @@
 
 Long polling, batches of up to 10 messages, messages deleted only after the commit
 (the delete overlapping the next receive), exponential back-off on errors, clean
-stop on SIGTERM. Several receive loops run at
-once (``receivers``); the ApplyBatcher merges what they receive into shared ledger
-transactions, so throughput grows with them while each message is still deleted
-only once its own changes are committed.
+stop on SIGTERM. Several receive loops run at once (``receivers``); the ApplyBatcher
+merges what they receive into shared ledger transactions, so throughput grows with
+them while each message is still deleted only once its own changes are committed.
 """
 
 from __future__ import annotations
