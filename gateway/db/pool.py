@@ -14,18 +14,25 @@ from gateway.errors import DependencyUnavailable
 
 T = TypeVar("T")
 
-# Errors that mean "Postgres is not answering", as opposed to a bug in our SQL.
+APPLICATION_NAME = "gateway"
+
+# Errors that mean "Postgres is not answering (or not as it should)", as opposed to a
+# bug in our SQL: the connection is gone or in a state the driver cannot use, the
+# server is shutting down or out of resources, or a read-only standby answered.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     TimeoutError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    # driver side: a connection cut mid-operation leaves the protocol in a state it
+    # refuses to leave ("cannot switch to state 12; another operation is in progress")
     asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InternalClientError,
+    # server side: class 08 (connection), 57 (operator intervention: admin or crash
+    # shutdown, cannot connect now, statement timeout), 53 (insufficient resources)
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InvalidCatalogNameError,
 )
 
@@ -59,6 +66,8 @@ class Database:
                         command_timeout=s.db_timeout,
                         max_inactive_connection_lifetime=300,
                         reset=_keep_session,
+                        # lets operators (and the fault tests) tell its backends apart
+                        server_settings={"application_name": APPLICATION_NAME},
                     ),
                     timeout=s.db_timeout,
                 )
@@ -94,23 +103,25 @@ class Database:
             raise self.unavailable(exc) from exc
         try:
             yield conn
-        except _UNAVAILABLE as exc:
-            await conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
-            raise self.unavailable(exc) from exc
         except BaseException as exc:
-            await conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            broken = isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError))
+            if broken:
+                # never hand a connection in an unknown protocol state to the next
+                # caller: the pool replaces a terminated one
+                conn.terminate()
+            await _release(conn_cm, exc)
+            if isinstance(exc, _UNAVAILABLE):
+                raise self.unavailable(exc) from exc
             raise
         else:
-            await conn_cm.__aexit__(None, None, None)
+            await _release(conn_cm, None)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    yield conn
-            except _UNAVAILABLE as exc:
-                raise self.unavailable(exc) from exc
+        # a failed COMMIT or ROLLBACK leaves this block as a driver error, which
+        # acquire() turns into a 503 (and the connection is dropped)
+        async with self.acquire() as conn, conn.transaction():
+            yield conn
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self.acquire() as conn:
@@ -131,6 +142,18 @@ class Database:
 
     async def ping(self) -> None:
         await asyncio.wait_for(self.fetchval("SELECT 1"), timeout=self._settings.db_timeout)
+
+
+async def _release(cm: Any, exc: BaseException | None) -> None:
+    """Gives the connection back; a failure to do so (the connection died while it
+    was reset) is the pool's to repair, not the caller's error."""
+    try:
+        if exc is None:
+            await cm.__aexit__(None, None, None)
+        else:
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+    except _UNAVAILABLE:
+        pass
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
