@@ -8,7 +8,9 @@ load the batches grow by themselves (a form of group commit).
 
 ``run`` answers one result per item, in order; an item's result may be an
 exception instance, which is raised to that caller only. An exception raised by
-``run`` itself goes to every caller of the batch.
+``run`` itself goes to every caller of the batch. A result whose caller went away
+(cancelled) while its batch ran is handed to ``undelivered``, so a stage that made
+something on the caller's behalf (a database row) can undo it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class MicroBatcher(Generic[T, R]):
         max_batch: int = 256,
         max_in_flight: int = 1,
         weight: Callable[[T], int] | None = None,
+        undelivered: Callable[[R], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
@@ -38,6 +41,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch = max_batch  # in weight units (items, unless weight is given)
         self.max_in_flight = max_in_flight
         self._weight = weight
+        self._undelivered = undelivered
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._in_flight = 0
         self._scheduled = False
@@ -101,6 +105,8 @@ class MicroBatcher(Generic[T, R]):
             self.items += len(batch)
             for (_, fut), result in zip(batch, results, strict=True):
                 if fut.done():
+                    if self._undelivered is not None and not isinstance(result, BaseException):
+                        self._undelivered(result)
                     continue
                 if isinstance(result, BaseException):
                     fut.set_exception(result)
