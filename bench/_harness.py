@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -342,11 +343,12 @@ async def warm_quota(settings: Settings, project_id: str, tenant_ids: Sequence[s
 
     The state of a server whose tenants have uploaded before: rows made in bulk, then
     each hash built from Postgres (pending uploads included) by a zero-byte
-    reservation that is released again, through the same calls the upload path makes.
+    reservation that is released again, through the same calls the upload path makes
+    (a batch of them at a time, as the upload path rebuilds cold tenants).
     """
     from gateway.db import Q, create_database
     from gateway.ids import new_id
-    from gateway.quota import Admitted, QuotaStore, Reservation, UsageAt, create_redis
+    from gateway.quota import Admitted, Missing, QuotaStore, Reservation, UsageAt, create_redis
     from gateway.uploads import PostgresReservationSource
 
     db = create_database(settings)
@@ -355,33 +357,19 @@ async def warm_quota(settings: Settings, project_id: str, tenant_ids: Sequence[s
     try:
         quota = QuotaStore(redis, PostgresReservationSource(db))
         await db.execute(Q.ensure_tenants, [project_id] * len(tenant_ids), list(tenant_ids))
-        gate = asyncio.Semaphore(32)
-
-        async def one(tenant_id: str) -> None:
-            async with gate:
-                row = await db.fetchrow(Q.usage_versions, project_id, tenant_id)
-                assert row is not None
-                upload_id = new_id("upl")
-                verdict = await quota.reserve(
-                    Reservation(
-                        project_id=project_id,
-                        tenant_id=tenant_id,
-                        upload_id=upload_id,
-                        size=0,
-                        tenant_limit=None,
-                        tenant_usage=UsageAt(row["tenant_used"], row["tenant_version"]),
-                        project_limit=None,
-                        project_usage=UsageAt(row["project_used"], row["project_version"]),
-                    )
-                )
-                if not isinstance(verdict, Admitted):
-                    raise RuntimeError(f"warm-up reservation refused: {verdict}")
-                await quota.apply(project_id=project_id, tenant_id=tenant_id, released=[upload_id])
-
-        # The first one also builds the project's hash (a scan of all its pending
-        # uploads); concurrent first calls would each make that scan.
-        await one(tenant_ids[0])
-        await asyncio.gather(*(one(t) for t in tenant_ids[1:]))
+        far = int((datetime.now(UTC) + timedelta(days=1)).timestamp() * 1000)
+        old = UsageAt(0, 0)  # older than any snapshot: the script keeps the hash's usage
+        for first in range(0, len(tenant_ids), 256):
+            batch = [
+                Reservation(project_id, t, new_id("upl"), 0, None, old, None, old, far)
+                for t in tenant_ids[first : first + 256]
+            ]
+            verdicts = await quota.reserve_many(batch)
+            cold = [(r, v) for r, v in zip(batch, verdicts, strict=True) if isinstance(v, Missing)]
+            final = await quota.rebuild_and_reserve(cold) if cold else []
+            if not all(isinstance(v, Admitted) for v in final):
+                raise RuntimeError(f"warm-up reservation refused: {final}")
+            await quota.release([(project_id, r.tenant_id, r.upload_id) for r in batch])
     finally:
         await redis.aclose()
         await db.close()

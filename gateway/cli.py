@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("reservations", help="reservations").add_subparsers(
         dest="action", required=True
     )
-    res.add_parser("sweep", help="free reservations past expires_at + grace")
+    res.add_parser(
+        "sweep", help="mark uploads past their deadline expired; audit Redis against Postgres"
+    )
 
     tenants = sub.add_parser("tenants", help="tenants").add_subparsers(dest="action", required=True)
     tr = tenants.add_parser("recalculate", help="rescan tenants' objects in S3, rebuild usage")
@@ -273,7 +275,10 @@ async def _with_services(settings: Settings, fn: Callable[[Any], Coroutine[Any, 
 
 async def _sweep(state: Any) -> int:
     freed = await state.uploads.sweep()
+    ended, removed = await state.uploads.audit()
     print(f"reservations freed: {freed}")
+    print(f"audit: reservations without an upload ended: {ended}")
+    print(f"audit: never-admitted uploads removed: {removed}")
     return 0
 
 

@@ -58,6 +58,14 @@ class IdempotencyConflict(Conflict):
     default_detail = "This Idempotency-Key was already used with a different request body"
 
 
+class UploadInProgress(Conflict):
+    code = "upload_in_progress"
+    default_detail = "An upload with this Idempotency-Key is still being admitted; retry shortly"
+
+    def __init__(self, *, retry_after: int = 1) -> None:
+        super().__init__(headers={"Retry-After": str(retry_after)})
+
+
 class ObjectNotUploaded(Conflict):
     code = "object_not_uploaded"
     default_detail = "The object has not been uploaded to storage yet"

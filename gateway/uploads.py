@@ -1,10 +1,20 @@
-"""UploadService: validate → record → reserve → presign; settle; cancel; expire."""
+"""UploadService: validate → record → reserve → presign; settle; cancel; expire; audit.
+
+The rule every path keeps (docs/quota.md, "No reservation without a request"): a
+reservation exists only while a pending upload row backs it, and a row is pending only
+while its request can still receive a URL (within ``ADMISSION_WINDOW`` of its start)
+or has received one. Whatever fails after a row is written, the row and its
+reservation are removed (or, when Postgres cannot be reached, removed as soon as it
+answers again); the audit repairs what a crashed process left behind.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections import defaultdict
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -27,6 +37,7 @@ from gateway.errors import (
     ProjectQuotaExceeded,
     QuotaExceeded,
     Unauthorized,
+    UploadInProgress,
     ValidationFailed,
 )
 from gateway.ids import new_id
@@ -38,13 +49,34 @@ from gateway.models import (
     UploadResponse,
     UploadStatus,
 )
-from gateway.quota import Admitted, Missing, QuotaStore, Rejected, Reservation, Snapshot, UsageAt
+from gateway.quota import (
+    Admitted,
+    Missing,
+    Pending,
+    QuotaStore,
+    Rejected,
+    Reservation,
+    Snapshot,
+    UsageAt,
+)
+from gateway.quota.reservations import HashId
 from gateway.storage.base import ObjectStore, PresignedRequest, Presigner
 
 log = structlog.get_logger(__name__)
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# A request that wrote a pending row gives up (503) rather than hand out a URL later
+# than this after it began; so a pending row older than this that holds no
+# reservation can never be admitted, and the audit may remove it.
+ADMISSION_WINDOW = 30.0
+# The audit's margin on top of the window, for clock skew between replicas and Postgres.
+AUDIT_AGE = ADMISSION_WINDOW + 30.0
+AUDIT_BATCH = 1000
+JANITOR_INTERVAL = 0.5
 _encoder = msgspec.json.Encoder()
+
+# (project id, tenant id, upload id) of an upload whose reservation is to be ended
+UploadRef = tuple[str, str, str]
 
 
 def _iso(dt: datetime) -> str:
@@ -55,9 +87,16 @@ def _request_hash(req: UploadRequest) -> bytes:
     return hashlib.sha256(_encoder.encode(req)).digest()
 
 
+def _refused_by_sql(exc: BaseException) -> bool:
+    """Postgres ran the statement and refused it (nothing was written), as opposed to
+    a connection lost mid-statement, where the outcome is unknown."""
+    return isinstance(exc, asyncpg.PostgresError) and not is_unavailable(exc)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     project_id: str
+    tenant_id: str
     upload_id: str
     file_path: str
     key: str
@@ -69,6 +108,11 @@ class _Plan:
     project_usage: UsageAt
     now: datetime
     expires_at: datetime
+    reserved_until: datetime  # expires_at + grace: the reservation's deadline
+
+    @property
+    def deadline_ms(self) -> int:
+        return int(self.reserved_until.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,24 +148,26 @@ class _Refused:
 
 
 class PostgresReservationSource:
-    """The durable truth that Redis reservations are rebuilt from."""
+    """The durable truth that Redis reservations are rebuilt from: one statement
+    (one consistent snapshot) for any number of hashes."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def tenant_snapshot(self, project_id: str, tenant_id: str) -> Snapshot:
-        async with self.db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            u = await conn.fetchrow(Q.usage_versions, project_id, tenant_id)
-            pending = await conn.fetch(Q.pending_for_tenant, project_id, tenant_id)
-        used, ver = (u["tenant_used"], u["tenant_version"]) if u and u["tenant_version"] else (0, 0)
-        return Snapshot(UsageAt(used, ver), [(r["id"], r["declared_size"]) for r in pending])
-
-    async def project_snapshot(self, project_id: str) -> Snapshot:
-        async with self.db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            u = await conn.fetchrow(Q.usage_versions, project_id, "")
-            pending = await conn.fetch(Q.pending_for_project, project_id)
-        used, ver = (u["project_used"], u["project_version"]) if u else (0, 0)
-        return Snapshot(UsageAt(used, ver), [(r["id"], r["declared_size"]) for r in pending])
+    async def snapshots(self, hashes: Sequence[HashId]) -> list[Snapshot]:
+        rows = await self.db.fetch(
+            Q.quota_snapshots, [p for p, _ in hashes], [t for _, t in hashes]
+        )
+        usage: list[UsageAt] = [UsageAt(0, 0)] * len(hashes)
+        pending: list[list[Pending]] = [[] for _ in hashes]
+        for r in rows:
+            i = r["ord"] - 1
+            if r["kind"] == "u":
+                usage[i] = UsageAt(r["used"] or 0, r["version"] or 0)
+            else:
+                deadline = int(r["reserved_until"].timestamp() * 1000)
+                pending[i].append(Pending(r["id"], r["tenant_id"], r["used"], deadline))
+        return [Snapshot(u, p) for u, p in zip(usage, pending, strict=True)]
 
 
 class UploadService:
@@ -140,17 +186,40 @@ class UploadService:
         self.presigner = presigner
         self.store = store
         self.ledger = ledger
-        # Stage 1 (Postgres) and stage 2 (Redis) of the upload path, batched.
+        # Stage 1 (Postgres) and stage 2 (Redis) of the upload path, batched; uploads
+        # whose quota hashes are missing (cold tenants) are rebuilt and judged in
+        # batches of their own, so warm traffic never waits for a rebuild.
         self._record: MicroBatcher[_Ask, _Recorded | _Refused] = MicroBatcher(
-            self._record_batch, max_batch=256
+            self._record_batch, max_batch=256, undelivered=self._recorded_for_nobody
         )
         self._judge: MicroBatcher[Reservation, Admitted | Rejected | Missing] = MicroBatcher(
             quota.reserve_many, max_batch=256
         )
+        self._rejudge: MicroBatcher[tuple[Reservation, Missing], Admitted | Rejected] = (
+            MicroBatcher(quota.rebuild_and_reserve, max_batch=256)
+        )
+        # rows to remove that Postgres could not be reached for: retried until it answers
+        self._orphans: dict[str, UploadRef] = {}
+        self._janitor: asyncio.Task[None] | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # idempotent requests being judged here: replays of their key wait for them
+        self._in_flight: dict[str, asyncio.Event] = {}
+        # the audit's place in its walks (per process; any replica may audit)
+        self._audit_rows_after: tuple[datetime, str] | None = None
+        self._audit_projects: list[str] = []
+        self._audit_project_after = ""
+        self._audit_zcursor = 0
 
     async def close(self) -> None:
         await self._record.close()
         await self._judge.close()
+        await self._rejudge.close()
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=self.settings.db_timeout)
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
 
     # -- the hot path --------------------------------------------------------------
     #
@@ -168,6 +237,7 @@ class UploadService:
     ) -> UploadResponse:
         if presented is None:
             raise Unauthorized()
+        started = time.monotonic()
         ask = _Ask(presented, req, idempotency_key, _request_hash(req) if idempotency_key else None)
         for _ in range(2):
             rec = await self._record.submit(ask)
@@ -186,15 +256,31 @@ class UploadService:
             replay = await self._replay(rec.plan, req, idempotency_key)
             if replay is not None:
                 return replay
-            # the key was released (older than the window) in between: record anew
+            # the key was released (older than the window, or its request failed)
         else:
-            raise DependencyUnavailable("postgres", retry_after=1, cause="idempotency race")
+            raise UploadInProgress()
         plan = rec.plan
+        done = None
+        if idempotency_key is not None:
+            done = self._in_flight[plan.upload_id] = asyncio.Event()
+        try:
+            return await self._admit(plan, rec, req, started)
+        except BaseException:
+            # no URL leaves this request: neither its row nor its reservation may stay
+            await self._abandon([(plan.project_id, req.tenant_id, plan.upload_id)])
+            raise
+        finally:
+            if done is not None:
+                done.set()
+                del self._in_flight[plan.upload_id]
+
+    async def _admit(
+        self, plan: _Plan, rec: _Recorded, req: UploadRequest, started: float
+    ) -> UploadResponse:
         if req.tenant_email and rec.tenant_exists and rec.tenant_email != req.tenant_email:
             await self.db.execute(
                 Q.set_tenant_email, plan.project_id, req.tenant_id, req.tenant_email
             )
-
         reservation = Reservation(
             project_id=plan.project_id,
             tenant_id=req.tenant_id,
@@ -204,16 +290,12 @@ class UploadService:
             tenant_usage=plan.tenant_usage,
             project_limit=plan.project_limit,
             project_usage=plan.project_usage,
+            deadline_ms=plan.deadline_ms,
         )
-        try:
-            verdict = await self._judge.submit(reservation)
-            if isinstance(verdict, Missing):  # Redis lost the hash: rebuild, judge again
-                verdict = await self.quota.reserve(reservation)
-        except DependencyUnavailable:
-            await self._forget_upload(plan.upload_id)
-            raise
+        verdict = await self._judge.submit(reservation)
+        if isinstance(verdict, Missing):  # Redis lost the hash (or never had it): rebuild
+            verdict = await self._rejudge.submit((reservation, verdict))
         if isinstance(verdict, Rejected):
-            await self._forget_upload(plan.upload_id)
             limit = plan.tenant_limit if verdict.scope == "tenant" else plan.project_limit
             await self._reject(
                 plan.project_id,
@@ -233,6 +315,11 @@ class UploadService:
             plan.now,
             plan.max_file,
         )
+        if time.monotonic() - started > ADMISSION_WINDOW:
+            # too late: the audit may already treat this row as a failed request's
+            raise DependencyUnavailable(
+                "quota", retry_after=self.settings.retry_after, cause="admission window passed"
+            )
         return self._response(
             plan.upload_id,
             signed,
@@ -244,6 +331,58 @@ class UploadService:
             plan.now,
             plan.expires_at,
         )
+
+    # -- failed requests: remove their rows and reservations ---------------------------
+
+    async def _abandon(self, uploads: Sequence[UploadRef]) -> None:
+        """Removes the rows and reservations of uploads that no URL was issued for. Runs
+        to its end even when the request is being cancelled."""
+        task = asyncio.ensure_future(self._forget(uploads))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+
+    async def _forget(self, uploads: Sequence[UploadRef]) -> None:
+        """Deletes the rows (still pending), then ends their reservations. What Postgres
+        could not be asked now is retried every ``JANITOR_INTERVAL`` until it answers;
+        the reservations are ended at once either way, so the room is back now."""
+        try:
+            await self.db.fetch(Q.forget_uploads, [u for _, _, u in uploads])
+        except Exception as exc:  # any failure: retried by the janitor
+            log.warning("could not drop failed uploads' rows; retrying", error=repr(exc))
+            self._keep_orphans(uploads)
+        try:
+            await self.quota.release(uploads)
+        except Exception as exc:  # the audit ends reservations without rows
+            log.warning("could not end failed uploads' reservations", error=repr(exc))
+
+    def _keep_orphans(self, uploads: Iterable[UploadRef]) -> None:
+        for u in uploads:
+            self._orphans[u[2]] = u
+        if self._janitor is None or self._janitor.done():
+            self._janitor = asyncio.get_running_loop().create_task(
+                self._run_janitor(), name="gateway-upload-janitor"
+            )
+
+    async def _run_janitor(self) -> None:
+        while self._orphans:
+            await asyncio.sleep(JANITOR_INTERVAL)
+            batch = list(self._orphans.values())[:AUDIT_BATCH]
+            try:
+                await self.db.fetch(Q.forget_uploads, [u for _, _, u in batch])
+                await self.quota.release(batch)
+            except Exception as exc:  # retried until it works
+                log.debug("failed uploads' rows not dropped yet", error=repr(exc))
+                continue
+            for _, _, upload_id in batch:
+                self._orphans.pop(upload_id, None)
+            log.info("failed uploads' rows dropped", count=len(batch))
+
+    def _recorded_for_nobody(self, rec: _Recorded | _Refused) -> None:
+        """A pending row written for a request that went away before it heard of it."""
+        if isinstance(rec, _Recorded) and rec.inserted:
+            self._keep_orphans([(rec.plan.project_id, rec.plan.tenant_id, rec.plan.upload_id)])
 
     async def _record_batch(self, asks: list[_Ask]) -> list[_Recorded | _Refused | BaseException]:
         """Stage 1: the context of every request, then the pending rows, on one connection."""
@@ -274,17 +413,21 @@ class UploadService:
             failed: set[int] = set()
             try:
                 inserted, new_tenants = await self._insert(conn, asks, planned)
-            except asyncpg.PostgresError as exc:
-                if len(planned) == 1 or is_unavailable(exc):
+            except BaseException as exc:
+                if not _refused_by_sql(exc):
+                    self._unknown_outcome(planned)
+                    raise
+                if len(planned) == 1:
                     raise
                 # A row the batch statement refused: write them one by one, so the
                 # error reaches only the request it belongs to.
                 inserted, new_tenants = set(), set()
-                for one in planned:
+                for n, one in enumerate(planned):
                     try:
                         ins, new = await self._insert(conn, asks, [one])
-                    except asyncpg.PostgresError as exc:
-                        if is_unavailable(exc):
+                    except BaseException as exc:
+                        if not _refused_by_sql(exc):
+                            self._unknown_outcome(planned[n:])
                             raise
                         out[one[0]] = exc
                         failed.add(one[0])
@@ -306,6 +449,11 @@ class UploadService:
                 tenant_email=ctx["tenant_email"],
             )
         return out
+
+    def _unknown_outcome(self, planned: Iterable[tuple[int, _Plan, asyncpg.Record]]) -> None:
+        """The insert may or may not have committed (the connection went mid-statement):
+        no request will hear of these rows, so they are removed once Postgres answers."""
+        self._keep_orphans((p.project_id, p.tenant_id, p.upload_id) for _, p, _ in planned)
 
     def _plan(self, ctx: asyncpg.Record, req: UploadRequest) -> _Plan | _Refused:
         """Limits and the checks that need no reservation (413/422 without a write)."""
@@ -339,8 +487,10 @@ class UploadService:
         now = datetime.now(UTC).replace(microsecond=0)
         upload_id = new_id("upl")
         file_path = f"{req.tenant_id}/{upload_id}/{req.filename}"
+        expires_at = now + timedelta(seconds=self.settings.upload_url_ttl)
         return _Plan(
             project_id=project_id,
+            tenant_id=req.tenant_id,
             upload_id=upload_id,
             file_path=file_path,
             key=f"{project_id}/{file_path}",
@@ -351,7 +501,8 @@ class UploadService:
             tenant_usage=t_usage,
             project_usage=p_usage,
             now=now,
-            expires_at=now + timedelta(seconds=self.settings.upload_url_ttl),
+            expires_at=expires_at,
+            reserved_until=expires_at + timedelta(seconds=self.settings.reservation_grace),
         )
 
     @staticmethod
@@ -361,7 +512,7 @@ class UploadService:
         planned: list[tuple[int, _Plan, asyncpg.Record]],
     ) -> tuple[set[str], set[str]]:
         """One statement for the pending rows (and new tenants): (ids inserted, tenants made)."""
-        cols: list[list[Any]] = [[] for _ in range(15)]
+        cols: list[list[Any]] = [[] for _ in range(16)]
         for i, plan, ctx in planned:
             req = asks[i].req
             for col, value in zip(
@@ -382,6 +533,7 @@ class UploadService:
                     asks[i].request_hash,
                     plan.now,
                     plan.expires_at,
+                    plan.reserved_until,
                 ),
                 strict=True,
             ):
@@ -389,12 +541,6 @@ class UploadService:
         row = await conn.fetchrow(Q.insert_uploads, *cols)
         assert row is not None
         return set(row["inserted"]), set(row["new_tenants"])
-
-    async def _forget_upload(self, upload_id: str) -> None:
-        try:
-            await self.db.execute(Q.delete_upload, upload_id)
-        except DependencyUnavailable:
-            log.warning("could not drop rejected upload row; the sweeper will", upload_id=upload_id)
 
     async def _reject(
         self,
@@ -428,17 +574,35 @@ class UploadService:
     async def _replay(
         self, plan: _Plan, req: UploadRequest, idem: str | None
     ) -> UploadResponse | None:
-        """The earlier upload for this key, or None when the key is free again."""
+        """The earlier upload for this key, or None when the key is free again.
+
+        A URL is replayed only for an upload that was admitted: while the first request
+        with the key is still being judged, this waits for its outcome (a refused or
+        failed first request leaves the key free, and this request is judged itself)."""
         assert idem is not None
         project_id, max_file, request_hash = plan.project_id, plan.max_file, _request_hash(req)
-        row = await self.db.fetchrow(Q.get_upload_by_idempotency_key, project_id, idem)
-        if row is None:  # released between our insert and this read
-            return None
-        if row["created_at"] < datetime.now(UTC) - IDEMPOTENCY_WINDOW:
-            await self.db.execute(Q.release_idempotency_key, project_id, idem)
-            return None
-        if bytes(row["request_hash"] or b"") != request_hash:
-            raise IdempotencyConflict()
+        give_up = time.monotonic() + ADMISSION_WINDOW
+        while True:
+            row = await self.db.fetchrow(Q.get_upload_by_idempotency_key, project_id, idem)
+            if row is None:  # released, or its request refused or failed
+                return None
+            if row["created_at"] < datetime.now(UTC) - IDEMPOTENCY_WINDOW:
+                await self.db.execute(Q.release_idempotency_key, project_id, idem)
+                return None
+            if bytes(row["request_hash"] or b"") != request_hash:
+                raise IdempotencyConflict()
+            if row["status"] != "pending":
+                break
+            (held,) = await self.quota.holds([(project_id, req.tenant_id, row["id"])])
+            old = row["created_at"] < datetime.now(UTC) - timedelta(seconds=AUDIT_AGE)
+            if held or (held is None and old):
+                break  # admitted, or a hash rebuilt from Postgres will count this row
+            if old:  # its request failed and could not remove the row: it had no URL
+                await self.db.fetch(Q.forget_unadmitted, [row["id"]], AUDIT_AGE)
+                return None
+            if time.monotonic() > give_up:
+                raise UploadInProgress()
+            await self._wait_for_verdict(row["id"])
         created: datetime = row["created_at"]
         size = req.size_bytes
         signed = self._presign(
@@ -462,6 +626,16 @@ class UploadService:
             created,
             row["expires_at"],
         )
+
+    async def _wait_for_verdict(self, upload_id: str) -> None:
+        """Until the request that wrote this upload (in this process, or on another
+        replica: polled) has its verdict."""
+        done = self._in_flight.get(upload_id)
+        if done is None:
+            await asyncio.sleep(0.05)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), ADMISSION_WINDOW)
 
     def _presign(
         self,
@@ -574,39 +748,93 @@ class UploadService:
             if current.status != "pending":
                 return current
             raise DependencyUnavailable("postgres", retry_after=1, cause="cancel race")
-        await self.quota.apply(
-            project_id=project_id, tenant_id=row["tenant_id"], released=[upload_id]
-        )
+        await self.quota.release([(project_id, row["tenant_id"], upload_id)])
         return await self.status(project_id, upload_id)
 
     async def sweep(self, batch: int = 500) -> int:
-        """Frees reservations not settled by expires_at + grace. Safe on many replicas."""
+        """Marks uploads past their reservation's deadline ``expired`` (they stopped
+        counting for admission at that moment already) and tidies their Redis fields.
+        Safe on many replicas."""
         total = 0
         while True:
-            rows = await self.db.fetch(
-                Q.expire_uploads, float(self.settings.reservation_grace), batch
-            )
+            rows = await self.db.fetch(Q.expire_uploads, batch)
             if not rows:
                 return total
-            groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-            for r in rows:
-                groups[(r["project_id"], r["tenant_id"])].append(r["id"])
-            for (project_id, tenant_id), ids in groups.items():
-                await self.quota.apply(project_id=project_id, tenant_id=tenant_id, released=ids)
+            await self.quota.release([(r["project_id"], r["tenant_id"], r["id"]) for r in rows])
             total += len(rows)
             log.info("reservations expired", count=len(rows))
             if len(rows) < batch:
                 return total
 
+    async def audit(self, budget: int = AUDIT_BATCH) -> tuple[int, int]:
+        """Repairs Redis against Postgres, at most ``budget`` items each way per call
+        (a walk that goes on where the last call stopped): reservations that no
+        pending upload backs are ended, and pending uploads older than the admission
+        window that hold no reservation (their requests failed, and a crash kept them
+        from removing the row) are removed. Answers (reservations ended, rows removed).
+        Safe on many replicas and against concurrent admissions (docs/quota.md)."""
+        return await self._audit_reservations(budget), await self._audit_rows(budget)
+
+    async def _audit_reservations(self, budget: int) -> int:
+        ended = 0
+        steps = 0
+        while steps < budget:
+            if not self._audit_projects:
+                page = await self.db.fetch(Q.project_page, self._audit_project_after, 100)
+                if not page:
+                    self._audit_project_after = ""  # the walk starts over next time
+                    return ended
+                self._audit_projects = [r["id"] for r in page]
+                self._audit_project_after = self._audit_projects[-1]
+            project_id = self._audit_projects[0]
+            nxt, members = await self.quota.reservations(
+                project_id, self._audit_zcursor, count=min(budget - steps, 500)
+            )
+            steps += max(len(members), 1)
+            if members:
+                # a reservation is written only after its row committed: one that Postgres,
+                # read after it, does not hold pending will never be pending again
+                ids = [u for u, _ in members]
+                pending = {r["id"] for r in await self.db.fetch(Q.pending_among, ids)}
+                ghosts = [(project_id, t, u) for u, t in members if u not in pending]
+                if ghosts:
+                    await self.quota.release(ghosts)
+                    ended += len(ghosts)
+                    log.warning("reservations without a pending upload ended", count=len(ghosts))
+            self._audit_zcursor = nxt
+            if nxt == 0:
+                self._audit_projects.pop(0)
+        return ended
+
+    async def _audit_rows(self, budget: int) -> int:
+        after = self._audit_rows_after or (datetime.fromtimestamp(0, UTC), "")
+        rows = await self.db.fetch(Q.old_pending_page, AUDIT_AGE, after[0], after[1], budget)
+        self._audit_rows_after = (
+            (rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == budget else None
+        )
+        if not rows:
+            return 0
+        held = await self.quota.holds([(r["project_id"], r["tenant_id"], r["id"]) for r in rows])
+        # no reservation in a hash that exists (a missing one is rebuilt from these rows)
+        stale = [r["id"] for r, h in zip(rows, held, strict=True) if h is False]
+        if not stale:
+            return 0
+        gone = await self.db.fetch(Q.forget_unadmitted, stale, AUDIT_AGE)
+        await self.quota.release([(r["project_id"], r["tenant_id"], r["id"]) for r in gone])
+        if gone:
+            log.warning("pending uploads that were never admitted removed", count=len(gone))
+        return len(gone)
+
     async def run_sweeper(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except DependencyUnavailable as exc:
-                log.warning("sweep skipped", dependency=exc.dependency)
-            except Exception:
-                log.exception("sweep failed")
+            for job in (self.sweep, self.audit):
+                try:
+                    await job()
+                except DependencyUnavailable as exc:
+                    log.warning("sweep skipped", job=job.__name__, dependency=exc.dependency)
+                except Exception:
+                    log.exception("sweep failed", job=job.__name__)
 
     # -- files -------------------------------------------------------------------------
 

@@ -60,7 +60,8 @@ SELECT t.tenant_id, t.email, t.plan, t.storage_used_bytes, t.total_files,
            AS storage_limit_bytes,
        COALESCE((SELECT sum(u.declared_size) FROM uploads u
                  WHERE u.project_id = t.project_id AND u.tenant_id = t.tenant_id
-                   AND u.status = 'pending'), 0)::bigint AS storage_reserved_bytes
+                   AND u.status = 'pending' AND u.reserved_until > now()), 0)::bigint
+           AS storage_reserved_bytes
 FROM tenants t JOIN projects p ON p.id = t.project_id
 WHERE t.project_id = $1 AND t.tenant_id = $2;
 
@@ -84,7 +85,8 @@ WITH u AS (
     FROM tenants t
     JOIN projects p ON p.id = t.project_id
     LEFT JOIN (SELECT tenant_id, sum(declared_size) AS reserved FROM uploads
-               WHERE project_id = $1 AND status = 'pending' GROUP BY tenant_id) r
+               WHERE project_id = $1 AND status = 'pending' AND reserved_until > now()
+               GROUP BY tenant_id) r
            ON r.tenant_id = t.tenant_id
     WHERE t.project_id = $1
 ), f AS (
@@ -114,7 +116,8 @@ SELECT p.id AS project_id, p.name, p.storage_used_bytes, p.total_files,
        p.storage_limit_bytes, p.default_tenant_limit_bytes, p.max_file_size_bytes,
        (SELECT count(*) FROM tenants t WHERE t.project_id = p.id) AS total_tenants,
        COALESCE((SELECT sum(declared_size) FROM uploads u
-                 WHERE u.project_id = p.id AND u.status = 'pending'), 0)::bigint
+                 WHERE u.project_id = p.id AND u.status = 'pending'
+                   AND u.reserved_until > now()), 0)::bigint
            AS storage_reserved_bytes
 FROM projects p WHERE p.id = $1;
 
@@ -127,10 +130,10 @@ WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
                          $11::text[], $12::text[], $13::bytea[], $14::timestamptz[],
-                         $15::timestamptz[])
+                         $15::timestamptz[], $16::timestamptz[])
         AS i(id, project_id, tenant_id, new_tenant, email, object_key, filename,
              content_type, method, declared_size, checksum_sha256, idempotency_key,
-             request_hash, created_at, expires_at)
+             request_hash, created_at, expires_at, reserved_until)
 ), new_tenants AS (
     INSERT INTO tenants (project_id, tenant_id, email)
     SELECT DISTINCT ON (project_id, tenant_id) project_id, tenant_id, email
@@ -141,10 +144,10 @@ WITH i AS (
 ), inserted AS (
     INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type,
                          method, declared_size, checksum_sha256, idempotency_key,
-                         request_hash, created_at, expires_at)
+                         request_hash, created_at, expires_at, reserved_until)
     SELECT id, project_id, tenant_id, object_key, filename, content_type, method,
            declared_size, checksum_sha256, idempotency_key, request_hash, created_at,
-           expires_at
+           expires_at, reserved_until
     FROM i
     ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
@@ -162,32 +165,47 @@ SELECT * FROM uploads WHERE project_id = $1 AND idempotency_key = $2;
 -- name: release_idempotency_key
 UPDATE uploads SET idempotency_key = NULL WHERE project_id = $1 AND idempotency_key = $2;
 
--- name: delete_upload
-DELETE FROM uploads WHERE id = $1 AND status = 'pending';
+-- name: forget_uploads
+-- Uploads whose requests failed or were refused before a URL was issued: their rows
+-- go (nothing refers to them), and the caller releases their Redis reservations.
+DELETE FROM uploads WHERE id = ANY($1::text[]) AND status = 'pending'
+RETURNING id, project_id, tenant_id;
 
 -- name: reserved_for_tenant
 SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads
-WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending';
+WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending' AND reserved_until > now();
 
 -- name: reserved_for_project
 SELECT COALESCE(sum(declared_size), 0)::bigint FROM uploads
-WHERE project_id = $1 AND status = 'pending';
+WHERE project_id = $1 AND status = 'pending' AND reserved_until > now();
 
 -- name: get_upload
 SELECT * FROM uploads WHERE id = $1 AND project_id = $2;
 
--- name: pending_for_tenant
-SELECT id, COALESCE(declared_size, 0) AS declared_size FROM uploads
-WHERE project_id = $1 AND tenant_id = $2 AND status = 'pending';
-
--- name: pending_for_project
-SELECT id, COALESCE(declared_size, 0) AS declared_size FROM uploads WHERE project_id = $1 AND status = 'pending';
-
--- name: usage_versions
-SELECT t.storage_used_bytes AS tenant_used, t.usage_version AS tenant_version,
-       p.storage_used_bytes AS project_used, p.usage_version AS project_version
-FROM projects p LEFT JOIN tenants t ON t.project_id = p.id AND t.tenant_id = $2
-WHERE p.id = $1;
+-- name: quota_snapshots
+-- What Redis quota hashes are rebuilt from, for many hashes in one statement (so one
+-- consistent snapshot): $1 project ids and $2 tenant ids side by side, tenant NULL
+-- for the project's own hash. Rows carry the 1-based position of their hash: 'u' its
+-- usage and version (NULLs for a tenant without a row yet), 'r' one per reservation
+-- still in force (upload id, its tenant, declared size, deadline).
+WITH k AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project_id, tenant_id, ord)
+)
+SELECT k.ord, 'u' AS kind, NULL AS id, NULL AS tenant_id,
+       CASE WHEN k.tenant_id IS NULL THEN p.storage_used_bytes ELSE t.storage_used_bytes END
+           AS used,
+       CASE WHEN k.tenant_id IS NULL THEN p.usage_version ELSE t.usage_version END AS version,
+       NULL::timestamptz AS reserved_until
+FROM k JOIN projects p ON p.id = k.project_id
+LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = k.tenant_id
+UNION ALL
+SELECT k.ord, 'r', u.id, u.tenant_id, COALESCE(u.declared_size, 0), NULL, u.reserved_until
+FROM k JOIN uploads u ON u.project_id = k.project_id AND u.tenant_id = k.tenant_id
+WHERE k.tenant_id IS NOT NULL AND u.status = 'pending' AND u.reserved_until > now()
+UNION ALL
+SELECT k.ord, 'r', u.id, u.tenant_id, COALESCE(u.declared_size, 0), NULL, u.reserved_until
+FROM k JOIN uploads u ON u.project_id = k.project_id
+WHERE k.tenant_id IS NULL AND u.status = 'pending' AND u.reserved_until > now();
 
 -- name: lock_uploads
 SELECT id, project_id, tenant_id, declared_size, status FROM uploads
@@ -202,19 +220,42 @@ WHERE id = $1 AND project_id = $2 AND status = 'pending'
 RETURNING *;
 
 -- name: expire_uploads
--- Claims a batch of expired reservations; SKIP LOCKED keeps replicas apart.
+-- Claims a batch of reservations past their deadline (they stopped counting for
+-- admission at that moment already); SKIP LOCKED keeps replicas apart. $1 batch size.
 UPDATE uploads SET status = 'expired', settled_at = now()
 WHERE id IN (
     SELECT id FROM uploads
-    WHERE status = 'pending' AND expires_at < now() - make_interval(secs => $1)
-    ORDER BY expires_at
-    LIMIT $2
+    WHERE status = 'pending' AND reserved_until <= now()
+    ORDER BY reserved_until
+    LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, project_id, tenant_id, declared_size;
 
--- name: uploads_by_ids
-SELECT id, status FROM uploads WHERE id = ANY($1::text[]);
+-- name: pending_among
+-- Which of these uploads are still pending (the audit's check of Redis fields).
+SELECT id FROM uploads WHERE id = ANY($1::text[]) AND status = 'pending';
+
+-- name: old_pending_page
+-- The audit's walk over pending uploads older than the admission window ($1 s), by
+-- age: the next $4 after ($2 created_at, $3 id).
+SELECT id, project_id, tenant_id, created_at FROM uploads
+WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
+  AND reserved_until > now() AND (created_at, id) > ($2, $3)
+ORDER BY created_at, id
+LIMIT $4;
+
+-- name: forget_unadmitted
+-- Pending uploads that were never admitted and whose requests can no longer be (older
+-- than the admission window, $2 s): the audit's repair of a failed request's row.
+-- (One past its deadline is left to the sweeper, which marks it expired.)
+DELETE FROM uploads
+WHERE id = ANY($1::text[]) AND status = 'pending' AND reserved_until > now()
+  AND created_at < now() - make_interval(secs => $2)
+RETURNING id, project_id, tenant_id;
+
+-- name: project_page
+SELECT id FROM projects WHERE id > $1 ORDER BY id LIMIT $2;
 
 -- name: lock_objects
 -- The rows of a batch's keys, locked; a key without one is new to the ledger (and

@@ -4,6 +4,7 @@ from gateway.quota.client import create_redis
 from gateway.quota.reservations import (
     Admitted,
     Missing,
+    Pending,
     QuotaStore,
     Rejected,
     Reservation,
@@ -15,6 +16,7 @@ from gateway.quota.reservations import (
 __all__ = [
     "Admitted",
     "Missing",
+    "Pending",
     "QuotaStore",
     "Rejected",
     "Reservation",

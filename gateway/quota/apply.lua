@@ -1,11 +1,12 @@
 -- After a Postgres commit that changed usage or ended reservations: mirror it, for
--- one or more projects and tenants of theirs.
--- KEYS, per project: project hash, project marker, then 2 per tenant: tenant hash,
---       tenant marker.
+-- one or more projects and tenants of theirs. Also the audit's repair of reservations
+-- that no pending upload backs (usage unchanged, the ids released).
+-- KEYS, per project: project hash, project marker, project deadlines, then 2 per
+--       tenant: tenant hash, tenant marker.
 -- ARGV: idle ttl (s), then per project: project used, project version, number of
 --       tenants; then per tenant: tenant used, tenant version, n, and the n upload
---       ids whose reservations end (in the tenant's hash and the project's).
---       Version -1 = usage unchanged; tenant version -2 = leave the tenant hash alone.
+--       ids whose reservations end (in the tenant's hash, the project's and the
+--       deadlines). Version -1 = usage unchanged.
 -- A missing hash is left missing (it is rebuilt from Postgres on demand), but its
 -- rebuild marker is dropped so that a rebuild based on an older snapshot retries.
 
@@ -40,18 +41,23 @@ end
 
 local k, a = 1, 2
 while k <= #KEYS do
-  local p = KEYS[k]
+  local p, dl = KEYS[k], KEYS[k + 2]
   local p_exists = set_usage(p, KEYS[k + 1], ARGV[a], ARGV[a + 1])
   local tenants = tonumber(ARGV[a + 2])
-  k, a = k + 2, a + 3
+  local tprefix_len = #p + 2  -- tenant key = project key less 'p' + 't:' + tenant id
+  k, a = k + 3, a + 3
   for _ = 1, tenants do
     local n = tonumber(ARGV[a + 2])
     local first, last = a + 3, a + 2 + n
-    if ARGV[a + 1] ~= '-2' and set_usage(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]) then
+    if set_usage(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]) then
       release(KEYS[k], first, last)
       idle_ttl(KEYS[k])
     end
     if p_exists then release(p, first, last) end
+    if n > 0 then
+      local tenant = string.sub(KEYS[k], tprefix_len)
+      for i = first, last do redis.call('ZREM', dl, ARGV[i] .. '|' .. tenant) end
+    end
     k, a = k + 2, last + 1
   end
   if p_exists then idle_ttl(p) end

@@ -2,10 +2,12 @@
 
 Redis holds, per tenant and per project (one hash each, sharing the ``{project}``
 hash tag): the usage mirrored from Postgres with its version, the sum of open
-reservations, and one field per reservation. Postgres holds the durable truth: a
-pending upload row is written *before* its reservation is admitted here, so if Redis
-loses its data the hashes are rebuilt from Postgres and nothing admitted is lost.
-See docs/quota.md for the argument.
+reservations, and one field per reservation; and per project a sorted set of every
+reservation's deadline, so that a reservation stops counting the moment its deadline
+passes, in the admission script itself. Postgres holds the durable truth: a pending
+upload row is written *before* its reservation is admitted here, so if Redis loses
+its data the hashes are rebuilt from Postgres and nothing admitted is lost. See
+docs/quota.md for the argument.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from gateway.errors import DependencyUnavailable
 IDLE_TTL_SECONDS = 86_400
 MARKER_TTL_MS = 30_000
 MAX_REBUILDS = 20
+# v2 layout (reservations carry deadlines); keys of the older gw: layout are not read
+PREFIX = "gwq"
 
-_REDIS_DOWN = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    redis_errors.ClusterDownError,
+# Every Redis error that is not a verdict means "Redis cannot answer now" (down,
+# timing out, loading, a Cluster resharding or failing over, a read-only replica):
+# a 503 with Retry-After, never a 500.
+_REDIS_DOWN: tuple[type[BaseException], ...] = (
+    redis_errors.RedisError,
+    redis_errors.RedisClusterException,
     OSError,
     TimeoutError,
 )
@@ -49,26 +54,40 @@ class UsageAt:
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """A reservation as Postgres holds it (a pending upload row)."""
+
+    upload_id: str
+    tenant_id: str
+    size: int
+    deadline_ms: int  # expires_at + grace, in ms since the epoch
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     usage: UsageAt
-    pending: Sequence[tuple[str, int]]  # (upload id, declared size)
+    pending: Sequence[Pending]
 
 
 T = TypeVar("T")
-MirrorItem = tuple[str, str | None, UsageAt | None, UsageAt | None, Sequence[str]]
+# (project id, tenant id, tenant usage, project usage, released upload ids)
+MirrorItem = tuple[str, str, UsageAt | None, UsageAt | None, Sequence[str]]
+# a hash to rebuild: (project id, tenant id), tenant None for the project's own
+HashId = tuple[str, str | None]
 
 
 class ReservationSource(Protocol):
     """Where rebuilds read the durable truth (Postgres)."""
 
-    async def tenant_snapshot(self, project_id: str, tenant_id: str) -> Snapshot: ...
-
-    async def project_snapshot(self, project_id: str) -> Snapshot: ...
+    async def snapshots(self, hashes: Sequence[HashId]) -> list[Snapshot]:
+        """One consistent snapshot of each hash, in order."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """One upload to judge: its size, and the limits and usage read from Postgres."""
+    """One upload to judge: its size, deadline, and the limits and usage read from
+    Postgres."""
 
     project_id: str
     tenant_id: str
@@ -78,6 +97,7 @@ class Reservation:
     tenant_usage: UsageAt
     project_limit: int | None
     project_usage: UsageAt
+    deadline_ms: int
 
     def script_args(self) -> tuple[Any, ...]:
         return (
@@ -89,6 +109,7 @@ class Reservation:
             -1 if self.project_limit is None else self.project_limit,
             self.project_usage.used,
             self.project_usage.version,
+            self.deadline_ms,
         )
 
 
@@ -115,18 +136,25 @@ class Rejected:
     reserved: int
 
 
+Verdict = Admitted | Rejected | Missing
+
+
 def tenant_key(project_id: str, tenant_id: str) -> str:
-    return f"gw:{{{project_id}}}:t:{tenant_id}"
+    return f"{PREFIX}:{{{project_id}}}:t:{tenant_id}"
 
 
 def project_key(project_id: str) -> str:
-    return f"gw:{{{project_id}}}:p"
+    return f"{PREFIX}:{{{project_id}}}:p"
+
+
+def deadlines_key(project_id: str) -> str:
+    return f"{PREFIX}:{{{project_id}}}:x"
 
 
 def _keys(project_id: str, tenant_id: str) -> list[str]:
     t = tenant_key(project_id, tenant_id)
     p = project_key(project_id)
-    return [t, t + ":rb", p, p + ":rb"]
+    return [t, t + ":rb", p, p + ":rb", deadlines_key(project_id)]
 
 
 class QuotaStore:
@@ -142,125 +170,135 @@ class QuotaStore:
         self.source = source
         self.retry_after = retry_after
         self._reserve = redis.register_script(_lua("reserve.lua"))
-        self._init = redis.register_script(_lua("init.lua"))
         self._apply = redis.register_script(_lua("apply.lua"))
+        self._holds = redis.register_script(_lua("holds.lua"))
         # A script may touch keys of one hash slot only on Redis Cluster; the keys are
         # tagged by project, so there a batch is split per project (None: by the client).
         self._split = (
             isinstance(redis, RedisCluster) if split_per_project is None else split_per_project
         )
-        # one snapshot in flight per hash in this process: concurrent callers that find
-        # the same hash missing wait for it instead of all scanning Postgres
-        self._rebuilding: dict[str, asyncio.Future[None]] = {}
 
     def unavailable(self, exc: BaseException) -> DependencyUnavailable:
         return DependencyUnavailable("redis", retry_after=self.retry_after, cause=repr(exc))
 
     async def reserve(self, r: Reservation) -> Admitted | Rejected:
         """Admits or rejects one upload, rebuilding missing hashes from Postgres."""
+        (verdict,) = await self.reserve_many([r])
+        if not isinstance(verdict, Missing):
+            return verdict
+        (final,) = await self.rebuild_and_reserve([(r, verdict)])
+        return final
+
+    async def reserve_many(self, items: Sequence[Reservation]) -> list[Verdict]:
+        """Judges many uploads in one round trip (one script call; per project on
+        Redis Cluster).
+
+        An upload whose hash is missing gets ``Missing``: ``rebuild_and_reserve``
+        rebuilds and judges those in batches of their own, so a rebuild holds up no
+        one else.
+        """
+        return await self._judge(items, {})
+
+    async def rebuild_and_reserve(
+        self, items: Sequence[tuple[Reservation, Missing]]
+    ) -> list[Admitted | Rejected]:
+        """Rebuilds the missing hashes of many uploads from one Postgres snapshot
+        statement and installs them in the script call that judges the uploads, so a
+        batch of cold tenants costs one statement and one script call more than a
+        batch of warm ones. A snapshot refused (the state changed while it was read)
+        is taken again."""
+        todo = {i: m for i, (_, m) in enumerate(items)}
+        out: list[Admitted | Rejected] = [_ADMITTED] * len(items)
         for _ in range(MAX_REBUILDS):
-            (verdict,) = await self.reserve_many([r])
-            if not isinstance(verdict, Missing):
-                return verdict
-            try:
-                await self._rebuild(r.project_id, r.tenant_id, verdict.tenant, verdict.project)
-            except _REDIS_DOWN as exc:
-                raise self.unavailable(exc) from exc
+            hashes: dict[HashId, str] = {}
+            for i, m in todo.items():
+                r = items[i][0]
+                if m.tenant:
+                    hashes[(r.project_id, r.tenant_id)] = m.tenant
+                if m.project:
+                    hashes[(r.project_id, None)] = m.project
+            snaps = await self.source.snapshots(list(hashes)) if hashes else []
+            installs = {
+                h: (nonce, snap) for (h, nonce), snap in zip(hashes.items(), snaps, strict=True)
+            }
+            idx = list(todo)
+            verdicts = await self._judge([items[i][0] for i in idx], installs)
+            todo = {}
+            for i, v in zip(idx, verdicts, strict=True):
+                if isinstance(v, Missing):
+                    todo[i] = v
+                else:
+                    out[i] = v
+            if not todo:
+                return out
         raise DependencyUnavailable(
             "redis", retry_after=self.retry_after, cause="rebuild contention"
         )
 
-    async def reserve_many(
-        self, items: Sequence[Reservation]
-    ) -> list[Admitted | Rejected | Missing]:
-        """Judges many uploads in one round trip (one script call; per project on
-        Redis Cluster).
-
-        An upload whose hash is missing gets ``Missing``; ``reserve`` rebuilds and
-        retries it (kept out of the batch so a rebuild holds up no one else).
-        """
+    async def _judge(
+        self, items: Sequence[Reservation], installs: dict[HashId, tuple[str, Snapshot]]
+    ) -> list[Verdict]:
         nonce = secrets.token_hex(8)
         replies = await self._per_project(
-            items, lambda r: r.project_id, lambda group, client: self._judge(group, nonce, client)
+            items,
+            lambda r: r.project_id,
+            lambda group: self._judge_call(group, nonce, installs),
         )
-        out: list[Admitted | Rejected | Missing] = [_ADMITTED] * len(items)
+        out: list[Verdict] = [_ADMITTED] * len(items)
         for idx, answers in replies:
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = _verdict(answer)
         return out
 
+    def _judge_call(
+        self,
+        items: Sequence[Reservation],
+        nonce: str,
+        installs: dict[HashId, tuple[str, Snapshot]],
+    ) -> Awaitable[Any]:
+        keys: list[str] = []
+        args: list[Any] = [nonce, MARKER_TTL_MS, IDLE_TTL_SECONDS, len(items)]
+        where: dict[HashId, int] = {}  # each hash's 1-based index among KEYS
+        for j, r in enumerate(items):
+            keys.extend(_keys(r.project_id, r.tenant_id))
+            args.extend(r.script_args())
+            where.setdefault((r.project_id, r.tenant_id), j * 5 + 1)
+            where.setdefault((r.project_id, None), j * 5 + 3)
+        mine = [(where[h], nonce_snap) for h, nonce_snap in installs.items() if h in where]
+        args.append(len(mine))
+        for k, (snap_nonce, snap) in mine:
+            args.extend((k, snap_nonce, snap.usage.used, snap.usage.version, len(snap.pending)))
+            for p in snap.pending:
+                args.extend((p.upload_id, p.tenant_id, p.size, p.deadline_ms))
+        return self._reserve(keys=keys, args=args)  # type: ignore[no-any-return]
+
     async def _per_project(
         self,
         items: Sequence[T],
         project_of: Callable[[T], str],
-        call: Callable[[Sequence[T], Any], Awaitable[Any]],
+        call: Callable[[Sequence[T]], Awaitable[Any]],
     ) -> list[tuple[list[int], Any]]:
         """One script call for the whole batch; on Redis Cluster one per project (one
-        hash slot each), pipelined. Answers (the group's item indices, its reply)."""
+        hash slot each), concurrently. Answers (the group's item indices, its reply)."""
         groups: dict[str, list[int]] = {}
         if self._split:
             for i, item in enumerate(items):
                 groups.setdefault(project_of(item), []).append(i)
         try:
             if len(groups) <= 1:
-                return [(list(range(len(items))), await call(items, None))]
-            pipe = self.redis.pipeline(transaction=False)
-            for idx in groups.values():
-                await call([items[i] for i in idx], pipe)
-            return list(zip(groups.values(), await pipe.execute(), strict=True))
+                return [(list(range(len(items))), await call(items))]
+            replies = await asyncio.gather(
+                *(call([items[i] for i in idx]) for idx in groups.values())
+            )
+            return list(zip(groups.values(), replies, strict=True))
         except _REDIS_DOWN as exc:
             raise self.unavailable(exc) from exc
-
-    async def _judge(self, items: Sequence[Reservation], nonce: str, client: Any) -> Any:
-        keys: list[str] = []
-        args: list[Any] = [nonce, MARKER_TTL_MS]
-        for r in items:
-            keys.extend(_keys(r.project_id, r.tenant_id))
-            args.extend(r.script_args())
-        return await self._reserve(keys=keys, args=args, client=client)
-
-    async def _rebuild(
-        self, project_id: str, tenant_id: str, tenant_nonce: str, project_nonce: str
-    ) -> None:
-        t, tm, p, pm = _keys(project_id, tenant_id)
-        if tenant_nonce:
-            await self._single_flight(
-                t, tm, tenant_nonce, lambda: self.source.tenant_snapshot(project_id, tenant_id)
-            )
-        if project_nonce:
-            await self._single_flight(
-                p, pm, project_nonce, lambda: self.source.project_snapshot(project_id)
-            )
-
-    async def _single_flight(
-        self,
-        key: str,
-        marker: str,
-        nonce: str,
-        snapshot: Callable[[], Awaitable[Snapshot]],
-    ) -> None:
-        running = self._rebuilding.get(key)
-        if running is not None:
-            await asyncio.shield(running)  # the caller then retries its reservation
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._rebuilding[key] = fut
-        try:
-            snap = await snapshot()
-            await self._init(keys=[key, marker], args=_init_args(nonce, snap))
-            fut.set_result(None)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters see it through shield
-            raise
-        finally:
-            del self._rebuilding[key]
 
     async def apply(
         self,
         *,
         project_id: str,
-        tenant_id: str | None,
+        tenant_id: str,
         tenant_usage: UsageAt | None = None,
         project_usage: UsageAt | None = None,
         released: Sequence[str] = (),
@@ -271,15 +309,12 @@ class QuotaStore:
     async def apply_many(self, items: Sequence[MirrorItem]) -> None:
         """``apply`` for many tenants in one round trip (``_per_project``); the
         script gets each project's hash once, however many of its tenants are in it.
-
-        Items are (project id, tenant id or None, tenant usage, project usage,
-        released upload ids).
         """
         if not items:
             return
         await self._per_project(items, lambda item: item[0], self._mirror)
 
-    async def _mirror(self, items: Sequence[MirrorItem], client: Any) -> Any:
+    def _mirror(self, items: Sequence[MirrorItem]) -> Awaitable[Any]:
         by_project: dict[str, list[MirrorItem]] = {}
         for item in items:
             by_project.setdefault(item[0], []).append(item)
@@ -293,16 +328,54 @@ class QuotaStore:
                 key=lambda u: u.version,
                 default=None,
             )
-            keys.extend((p, p + ":rb"))
+            keys.extend((p, p + ":rb", deadlines_key(project_id)))
             args.extend((p_usage.used if p_usage else 0, p_usage.version if p_usage else -1))
             args.append(len(group))
             for _, tenant_id, t_usage, _, released in group:
-                t = tenant_key(project_id, tenant_id or "")
+                t = tenant_key(project_id, tenant_id)
                 keys.extend((t, t + ":rb"))
-                # tenant version -2: leave the tenant hash alone; -1: usage unchanged
-                tver = -2 if tenant_id is None else (t_usage.version if t_usage else -1)
+                tver = t_usage.version if t_usage else -1  # -1: usage unchanged
                 args.extend((t_usage.used if t_usage else 0, tver, len(released), *released))
-        return await self._apply(keys=keys, args=args, client=client)
+        return self._apply(keys=keys, args=args)  # type: ignore[no-any-return]
+
+    async def release(self, uploads: Sequence[tuple[str, str, str]]) -> None:
+        """Ends the reservations of these (project, tenant, upload) ids, if they hold
+        one (usage unchanged)."""
+        by_pair: dict[tuple[str, str], list[str]] = {}
+        for project_id, tenant_id, upload_id in uploads:
+            by_pair.setdefault((project_id, tenant_id), []).append(upload_id)
+        await self.apply_many([(p, t, None, None, ids) for (p, t), ids in by_pair.items()])
+
+    async def holds(self, uploads: Sequence[tuple[str, str, str]]) -> list[bool | None]:
+        """Whether each (project, tenant, upload) holds a reservation; None where the
+        tenant's hash is missing (it would be rebuilt from Postgres)."""
+        if not uploads:
+            return []
+
+        def call(group: Sequence[tuple[str, str, str]]) -> Awaitable[Any]:
+            keys = [tenant_key(p, t) for p, t, _ in group]
+            return self._holds(keys=keys, args=[u for _, _, u in group])  # type: ignore[no-any-return]
+
+        out: list[bool | None] = [None] * len(uploads)
+        for idx, answers in await self._per_project(uploads, lambda u: u[0], call):
+            for i, a in zip(idx, answers, strict=True):
+                out[i] = None if int(a) < 0 else bool(int(a))
+        return out
+
+    async def reservations(
+        self, project_id: str, cursor: int, count: int
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """One step of a walk over a project's reservations (its deadline set):
+        (next cursor, 0 at the end; [(upload id, tenant id)])."""
+        try:
+            nxt, members = await self.redis.zscan(deadlines_key(project_id), cursor, count=count)
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
+        out: list[tuple[str, str]] = []
+        for member, _ in members:
+            upload_id, _, tenant_id = _text(member).partition("|")
+            out.append((upload_id, tenant_id))
+        return int(nxt), out
 
     async def ping(self) -> None:
         try:
@@ -311,7 +384,7 @@ class QuotaStore:
             raise self.unavailable(exc) from exc
 
 
-def _verdict(answer: Sequence[Any]) -> Admitted | Rejected | Missing:
+def _verdict(answer: Sequence[Any]) -> Verdict:
     kind = _text(answer[0])
     if kind == "ok":
         return _ADMITTED
@@ -322,10 +395,3 @@ def _verdict(answer: Sequence[Any]) -> Admitted | Rejected | Missing:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _init_args(nonce: str, snap: Snapshot) -> list[Any]:
-    args: list[Any] = [nonce, snap.usage.used, snap.usage.version]
-    for upload_id, size in snap.pending:
-        args.extend((upload_id, size))
-    return args

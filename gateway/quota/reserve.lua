@@ -1,18 +1,74 @@
 -- Atomic admission for one or more uploads of one project, judged in order: each is
--- admitted iff used + reserved + size <= limit for its tenant and for the project.
--- KEYS, 4 per upload: tenant hash, tenant rebuild marker, project hash, project marker
--- (all share the {project} hash tag, so this works on Redis Cluster).
--- ARGV: rebuild nonce, marker ttl (ms), then 8 per upload: upload id, size,
---       tenant limit (-1 = none), tenant used, tenant usage version,
---       project limit (-1 = none), project used, project usage version.
+-- admitted iff used + reserved + size <= limit for its tenant and for the project,
+-- where reserved counts only reservations whose deadline (expires_at + grace) is
+-- still ahead, by this server's clock (TIME), on every replica alike.
+-- KEYS, 5 per upload: tenant hash, tenant rebuild marker, project hash, project
+--       marker, project deadlines (a sorted set: member 'upload|tenant', score the
+--       deadline in ms). All share the {project} hash tag (one slot on a Cluster).
+-- ARGV: rebuild nonce, marker ttl (ms), idle ttl (s), n uploads, then 9 per upload:
+--       upload id, size, tenant limit (-1 = none), tenant used, tenant usage version,
+--       project limit (-1 = none), project used, project usage version, deadline (ms);
+--       then m snapshots to install first (rebuilds), each: KEYS index of the hash
+--       (a tenant's or a project's), its marker nonce, used, usage version, count c,
+--       then c x (upload id, tenant, size, deadline).
 -- Returns one verdict per upload: {'ok'} | {'missing', tenant nonce|'', project nonce|''}
 --       | {'tenant'|'project', used, reserved}
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = tonumber(ARGV[4])
 
 -- Start (or join) a rebuild: the marker must live from before the caller's snapshot
--- until its init. Concurrent rebuilders share the marker's nonce.
+-- until its install. Concurrent rebuilders share the marker's nonce.
 local function marker(k)
   redis.call('SET', k, ARGV[1], 'PX', ARGV[2], 'NX')
   return redis.call('GET', k)
+end
+
+local function drop(h, f)
+  local sz = redis.call('HGET', h, f)
+  if sz then
+    redis.call('HDEL', h, f)
+    redis.call('HINCRBY', h, 'res', 0 - tonumber(sz))
+  end
+end
+
+-- Install a snapshot read after the marker was set, unless anything changed the state
+-- since (apply.lua deletes the marker) or someone else installed one already.
+local function install(k, nonce, used, ver, first, count)
+  local h = KEYS[k]
+  local is_tenant = (k - 1) % 5 == 0
+  local dl = is_tenant and KEYS[k + 4] or KEYS[k + 2]
+  if redis.call('EXISTS', h) == 1 or redis.call('GET', KEYS[k + 1]) ~= nonce then return end
+  redis.call('HSET', h, 'used', used, 'ver', ver, 'res', 0)
+  for j = 0, count - 1 do
+    local a = first + j * 4
+    local deadline = tonumber(ARGV[a + 3])
+    if deadline > now then
+      redis.call('HSET', h, 'r:' .. ARGV[a], ARGV[a + 2])
+      redis.call('HINCRBY', h, 'res', ARGV[a + 2])
+      redis.call('ZADD', dl, deadline, ARGV[a] .. '|' .. ARGV[a + 1])
+    end
+  end
+  redis.call('DEL', KEYS[k + 1])
+  if tonumber(redis.call('HGET', h, 'res')) <= 0 then redis.call('EXPIRE', h, ARGV[3]) end
+end
+
+-- Reservations past their deadline stop counting: out of the project's hash and
+-- their tenants' (same slot: the tenant's key is the project's prefix + 't:' + id).
+local expired = {}
+local function expire(p, dl)
+  if expired[dl] then return end
+  expired[dl] = true
+  local gone = redis.call('ZRANGEBYSCORE', dl, '-inf', now)
+  if #gone == 0 then return end
+  local tprefix = string.sub(p, 1, -2) .. 't:'
+  for _, m in ipairs(gone) do
+    local sep = string.find(m, '|', 1, true)
+    local field = 'r:' .. string.sub(m, 1, sep - 1)
+    drop(p, field)
+    drop(tprefix .. string.sub(m, sep + 1), field)
+  end
+  redis.call('ZREMRANGEBYSCORE', dl, '-inf', now)
 end
 
 -- Usage mirrored from Postgres: keep whichever of (ours, the caller's) is newer.
@@ -25,7 +81,8 @@ local function sync(h, used, ver)
   return tonumber(redis.call('HGET', h, 'used') or '0')
 end
 
-local function reserve(tkey, tmark, pkey, pmark, a)
+local function reserve(k, a)
+  local tkey, tmark, pkey, pmark, dl = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local tmissing = redis.call('EXISTS', tkey) == 0
   local pmissing = redis.call('EXISTS', pkey) == 0
   if tmissing or pmissing then
@@ -35,6 +92,7 @@ local function reserve(tkey, tmark, pkey, pmark, a)
     return {'missing', tn, pn}
   end
   local field = 'r:' .. ARGV[a]
+  local member = ARGV[a] .. '|' .. string.sub(tkey, #pkey + 2)
   local size = tonumber(ARGV[a + 1])
   local tused = sync(tkey, ARGV[a + 3], ARGV[a + 4])
   local pused = sync(pkey, ARGV[a + 6], ARGV[a + 7])
@@ -53,8 +111,9 @@ local function reserve(tkey, tmark, pkey, pmark, a)
     verdict = {'project', pused, pother}
   end
   if verdict then
-    if tmine then redis.call('HDEL', tkey, field); redis.call('HINCRBY', tkey, 'res', 0 - tonumber(tmine)) end
-    if pmine then redis.call('HDEL', pkey, field); redis.call('HINCRBY', pkey, 'res', 0 - tonumber(pmine)) end
+    drop(tkey, field)
+    drop(pkey, field)
+    redis.call('ZREM', dl, member)
     return verdict
   end
   if not tmine then
@@ -63,14 +122,25 @@ local function reserve(tkey, tmark, pkey, pmark, a)
   if not pmine then
     redis.call('HSET', pkey, field, ARGV[a + 1]); redis.call('HINCRBY', pkey, 'res', ARGV[a + 1])
   end
+  redis.call('ZADD', dl, ARGV[a + 8], member)
   redis.call('PERSIST', tkey)
   redis.call('PERSIST', pkey)
   return {'ok'}
 end
 
+local a = 5 + n * 9
+local m = tonumber(ARGV[a])
+a = a + 1
+for _ = 1, m do
+  local count = tonumber(ARGV[a + 4])
+  install(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], a + 5, count)
+  a = a + 5 + count * 4
+end
+
 local out = {}
-for i = 0, #KEYS / 4 - 1 do
-  local k = i * 4
-  out[i + 1] = reserve(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], 3 + i * 8)
+for i = 0, n - 1 do
+  local k = i * 5 + 1
+  expire(KEYS[k + 2], KEYS[k + 4])
+  out[i + 1] = reserve(k, 5 + i * 9)
 end
 return out

@@ -108,6 +108,9 @@ async def test_a_burst_after_redis_lost_its_data_rebuilds_and_admits_exactly(
     assert await reserved(client, p, "t") == 100
 
 
+FAR = 4_102_444_800_000  # a deadline in 2100 (ms)
+
+
 @pytest.fixture(params=[False, True], ids=["one-call", "per-project"])
 def quota(state: Any, request: pytest.FixtureRequest) -> Any:
     """The app's QuotaStore, and one that splits batches per project as it does on
@@ -128,7 +131,7 @@ async def test_reserve_many_judges_each_upload_against_its_own_tenant_and_projec
 
     def res(project: str, tenant: str, upload: str, size: int, limit: int | None) -> Reservation:
         return Reservation(
-            project, tenant, upload, size, limit, zero, 25 if project == p2 else None, zero
+            project, tenant, upload, size, limit, zero, 25 if project == p2 else None, zero, FAR
         )
 
     # unknown hashes: every upload is sent back to be rebuilt, nothing is reserved
@@ -180,7 +183,7 @@ async def test_apply_many_mirrors_each_tenant_and_project(state: Any, quota: Any
         (p1, "b", "u3", 30),
         (p2, "c", "u4", 40),
     ):
-        r = Reservation(project, tenant, upload, size, None, zero, None, zero)
+        r = Reservation(project, tenant, upload, size, None, zero, None, zero, FAR)
         assert isinstance(await quota.reserve(r), Admitted)
 
     await quota.apply_many(

@@ -230,7 +230,9 @@ async def test_cancel_frees_reservation(client: Client, project: ProjectKey) -> 
 async def test_sweeper_frees_expired(client: Client, project: ProjectKey, state: Any) -> None:
     out = (await client.post(UPLOAD, json=body(), headers=project.headers)).json()
     await state.db.execute(
-        "UPDATE uploads SET expires_at = now() - interval '1 hour' WHERE id = $1", out["upload_id"]
+        "UPDATE uploads SET expires_at = now() - interval '1 hour',"
+        " reserved_until = now() - interval '55 minutes' WHERE id = $1",
+        out["upload_id"],
     )
     assert await state.uploads.sweep() >= 1
     r = await client.get(f"/api/storage/uploads/{out['upload_id']}/", headers=project.headers)

@@ -1,0 +1,14 @@
+-- A reservation's deadline travels with it: reserved_until = expires_at + the grace
+-- in force when the upload was admitted. Admission (in Redis), the usage bodies and
+-- the sweeper all stop counting a pending upload at this moment, whatever the
+-- sweeper's schedule. Pending rows written before this migration get the default
+-- grace (300 s); rows that are no longer pending never need one.
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS reserved_until timestamptz;
+UPDATE uploads SET reserved_until = expires_at + interval '300 seconds'
+WHERE status = 'pending' AND reserved_until IS NULL;
+DROP INDEX IF EXISTS uploads_pending_expiry_idx;
+CREATE INDEX IF NOT EXISTS uploads_pending_deadline_idx ON uploads (reserved_until)
+    WHERE status = 'pending';
+-- the audit walks pending rows by age (created_at) to find those never admitted
+CREATE INDEX IF NOT EXISTS uploads_pending_created_idx ON uploads (created_at, id)
+    WHERE status = 'pending';
