@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -104,11 +105,12 @@ class Database:
         try:
             yield conn
         except BaseException as exc:
-            broken = isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError))
-            if broken:
+            if isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError)):
                 # never hand a connection in an unknown protocol state to the next
-                # caller: the pool replaces a terminated one
-                conn.terminate()
+                # caller: the pool replaces a terminated one (one that died on its own
+                # has gone back to the pool already, and refuses this)
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
             await _release(conn_cm, exc)
             if isinstance(exc, _UNAVAILABLE):
                 raise self.unavailable(exc) from exc
