@@ -6,7 +6,10 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.utils import HIREDIS_AVAILABLE
 
 from gateway.config import Settings
@@ -56,7 +59,18 @@ def create_redis(settings: Settings) -> Redis | RedisCluster:
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, **common)
-    client = Redis.from_url(url, retry_on_timeout=False, health_check_interval=30, **common)
+    # One immediate retry on a connection error: after a Redis restart the first
+    # command on each pooled connection fails ("Connection closed by server") and the
+    # retry goes out on a fresh one. No retry on a timeout, and no back-off: a Redis
+    # that hangs or refuses answers 503 after one bounded wait (redis-py's default is
+    # ten retries with back-off, on timeouts too: seconds before a 503). Every script
+    # the gateway runs is safe to run twice (docs/quota.md).
+    client = Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=30,
+        **common,
+    )
     pool = client.connection_pool
     if HIREDIS_AVAILABLE:  # connections are made on first use: none exists yet
         pool.connection_class = _HIREDIS_CLASSES.get(pool.connection_class, pool.connection_class)
