@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,6 +74,10 @@ ADMISSION_WINDOW = 30.0
 AUDIT_AGE = ADMISSION_WINDOW + 30.0
 AUDIT_BATCH = 1000
 JANITOR_INTERVAL = 0.5
+RELEASE_ROUNDS = 3  # a reservation the janitor ends is ended again on the next rounds
+# tenants whose quota hash this process found in Redis lately (least recently used
+# dropped first); for the others the first statement also reads what a rebuild needs
+WARM_TENANTS = 100_000
 _encoder = msgspec.json.Encoder()
 
 # (project id, tenant id, upload id) of an upload whose reservation is to be ended
@@ -109,6 +114,8 @@ class _Plan:
     now: datetime
     expires_at: datetime
     reserved_until: datetime  # expires_at + grace: the reservation's deadline
+    warm_key: tuple[str, str]  # (API key id, tenant id): this process's cache of warm hashes
+    snapshot: Snapshot | None  # the tenant's durable state, where its hash may be missing
 
     @property
     def deadline_ms(self) -> int:
@@ -198,8 +205,10 @@ class UploadService:
         self._rejudge: MicroBatcher[tuple[Reservation, Missing], Admitted | Rejected] = (
             MicroBatcher(quota.rebuild_and_reserve, max_batch=256)
         )
+        self._warm: OrderedDict[tuple[str, str], None] = OrderedDict()
         # rows to remove that Postgres could not be reached for: retried until it answers
         self._orphans: dict[str, UploadRef] = {}
+        self._unreleased: dict[str, tuple[UploadRef, int]] = {}
         self._janitor: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
         # idempotent requests being judged here: replays of their key wait for them
@@ -291,10 +300,16 @@ class UploadService:
             project_limit=plan.project_limit,
             project_usage=plan.project_usage,
             deadline_ms=plan.deadline_ms,
+            snapshot=plan.snapshot,
         )
         verdict = await self._judge.submit(reservation)
         if isinstance(verdict, Missing):  # Redis lost the hash (or never had it): rebuild
+            self._warm.pop(plan.warm_key, None)
             verdict = await self._rejudge.submit((reservation, verdict))
+        self._warm[plan.warm_key] = None
+        self._warm.move_to_end(plan.warm_key)
+        if len(self._warm) > WARM_TENANTS:
+            self._warm.popitem(last=False)
         if isinstance(verdict, Rejected):
             limit = plan.tenant_limit if verdict.scope == "tenant" else plan.project_limit
             await self._reject(
@@ -344,9 +359,9 @@ class UploadService:
             await asyncio.shield(task)
 
     async def _forget(self, uploads: Sequence[UploadRef]) -> None:
-        """Deletes the rows (still pending), then ends their reservations. What Postgres
-        could not be asked now is retried every ``JANITOR_INTERVAL`` until it answers;
-        the reservations are ended at once either way, so the room is back now."""
+        """Deletes the rows (still pending), then ends their reservations. What could
+        not be done now is retried by the janitor until it works; the reservations are
+        ended at once where Redis answers, so the room is back now."""
         try:
             await self.db.fetch(Q.forget_uploads, [u for _, _, u in uploads])
         except Exception as exc:  # any failure: retried by the janitor
@@ -354,30 +369,52 @@ class UploadService:
             self._keep_orphans(uploads)
         try:
             await self.quota.release(uploads)
-        except Exception as exc:  # the audit ends reservations without rows
-            log.warning("could not end failed uploads' reservations", error=repr(exc))
+        except Exception as exc:  # retried by the janitor, and the audit's net
+            log.warning("could not end failed uploads' reservations; retrying", error=repr(exc))
+            self._keep_orphans(uploads, rows=False)
 
-    def _keep_orphans(self, uploads: Iterable[UploadRef]) -> None:
+    def _keep_orphans(self, uploads: Iterable[UploadRef], *, rows: bool = True) -> None:
+        """Rows to delete and then reservations to end (``rows``), or reservations only,
+        retried every ``JANITOR_INTERVAL`` until Postgres and Redis answer."""
         for u in uploads:
-            self._orphans[u[2]] = u
+            if rows:
+                self._orphans[u[2]] = u
+            else:
+                self._unreleased[u[2]] = (u, RELEASE_ROUNDS)
         if self._janitor is None or self._janitor.done():
             self._janitor = asyncio.get_running_loop().create_task(
                 self._run_janitor(), name="gateway-upload-janitor"
             )
 
     async def _run_janitor(self) -> None:
-        while self._orphans:
+        while self._orphans or self._unreleased:
             await asyncio.sleep(JANITOR_INTERVAL)
-            batch = list(self._orphans.values())[:AUDIT_BATCH]
-            try:
-                await self.db.fetch(Q.forget_uploads, [u for _, _, u in batch])
-                await self.quota.release(batch)
-            except Exception as exc:  # retried until it works
-                log.debug("failed uploads' rows not dropped yet", error=repr(exc))
+            rows = list(self._orphans.values())[:AUDIT_BATCH]
+            if rows:
+                try:
+                    await self.db.fetch(Q.forget_uploads, [u for _, _, u in rows])
+                except Exception as exc:  # retried until it works
+                    log.debug("failed uploads' rows not dropped yet", error=repr(exc))
+                else:
+                    for u in rows:
+                        del self._orphans[u[2]]
+                        self._unreleased[u[2]] = (u, RELEASE_ROUNDS)
+                    log.info("failed uploads' rows dropped", count=len(rows))
+            todo = list(self._unreleased.values())[:AUDIT_BATCH]
+            if not todo:
                 continue
-            for _, _, upload_id in batch:
-                self._orphans.pop(upload_id, None)
-            log.info("failed uploads' rows dropped", count=len(batch))
+            try:
+                await self.quota.release([u for u, _ in todo])
+            except Exception as exc:  # retried until it works
+                log.debug("failed uploads' reservations not ended yet", error=repr(exc))
+                continue
+            # ended; ended again on the next rounds, for a script that a stalled Redis
+            # received before it stalled and runs only now (it is then a ghost)
+            for u, left in todo:
+                if left > 1:
+                    self._unreleased[u[2]] = (u, left - 1)
+                else:
+                    del self._unreleased[u[2]]
 
     def _recorded_for_nobody(self, rec: _Recorded | _Refused) -> None:
         """A pending row written for a request that went away before it heard of it."""
@@ -388,10 +425,12 @@ class UploadService:
         """Stage 1: the context of every request, then the pending rows, on one connection."""
         out: list[_Recorded | _Refused | BaseException] = [Unauthorized() for _ in asks]
         async with self.db.acquire() as conn:
+            warm = self._warm
             rows = await conn.fetch(
                 Q.upload_context,
                 [a.presented.key_id for a in asks],
                 [a.req.tenant_id for a in asks],
+                [(a.presented.key_id, a.req.tenant_id) not in warm for a in asks],
             )
             planned: list[tuple[int, _Plan, asyncpg.Record]] = []
             for row in rows:
@@ -400,7 +439,7 @@ class UploadService:
                 if not auth.matches(row["secret_hash"], ask.presented):
                     continue  # stays Unauthorized
                 try:
-                    plan = self._plan(row, ask.req)
+                    plan = self._plan(row, ask)
                 except GatewayError as exc:
                     out[i] = exc
                     continue
@@ -455,8 +494,9 @@ class UploadService:
         no request will hear of these rows, so they are removed once Postgres answers."""
         self._keep_orphans((p.project_id, p.tenant_id, p.upload_id) for _, p, _ in planned)
 
-    def _plan(self, ctx: asyncpg.Record, req: UploadRequest) -> _Plan | _Refused:
+    def _plan(self, ctx: asyncpg.Record, ask: _Ask) -> _Plan | _Refused:
         """Limits and the checks that need no reservation (413/422 without a write)."""
+        req = ask.req
         project_id: str = ctx["project_id"]
         tenant_limit: int | None = (
             ctx["tenant_limit"] if ctx["limit_set"] else ctx["default_tenant_limit_bytes"]
@@ -488,6 +528,18 @@ class UploadService:
         upload_id = new_id("upl")
         file_path = f"{req.tenant_id}/{upload_id}/{req.filename}"
         expires_at = now + timedelta(seconds=self.settings.upload_url_ttl)
+        warm_key = (ask.presented.key_id, req.tenant_id)
+        snapshot = None
+        if warm_key not in self._warm:  # the statement read the tenant's reservations
+            ids = ctx["pending_ids"] or []
+            pending = [
+                Pending(u, req.tenant_id, size, int(until.timestamp() * 1000))
+                for u, size, until in zip(
+                    ids, ctx["pending_sizes"] or [], ctx["pending_deadlines"] or [], strict=True
+                )
+            ]
+            read_ms = int(time.time() * 1000)
+            snapshot = Snapshot(t_usage, pending, read_ms)
         return _Plan(
             project_id=project_id,
             tenant_id=req.tenant_id,
@@ -503,6 +555,8 @@ class UploadService:
             now=now,
             expires_at=expires_at,
             reserved_until=expires_at + timedelta(seconds=self.settings.reservation_grace),
+            warm_key=warm_key,
+            snapshot=snapshot,
         )
 
     @staticmethod

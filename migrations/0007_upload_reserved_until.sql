@@ -12,3 +12,10 @@ CREATE INDEX IF NOT EXISTS uploads_pending_deadline_idx ON uploads (reserved_unt
 -- the audit walks pending rows by age (created_at) to find those never admitted
 CREATE INDEX IF NOT EXISTS uploads_pending_created_idx ON uploads (created_at, id)
     WHERE status = 'pending';
+
+-- Per-tenant lookups of pending uploads (quota rebuilds, usage bodies) must use the
+-- (project_id, tenant_id) index. Where one tenant holds nearly every upload row, the
+-- sampled statistics say "a tenant has all the rows" and the planner scans the whole
+-- table for every cold tenant instead (seen: 4 ms of Postgres per upload request). A
+-- tenant holds a small share of the rows; say so rather than let a skewed sample decide.
+ALTER TABLE uploads ALTER COLUMN tenant_id SET (n_distinct = -0.1);

@@ -9,17 +9,31 @@ WHERE k.id = $1 AND k.revoked_at IS NULL;
 -- One round trip for a batch of upload requests: each request's key, its project
 -- and the tenant (if any). $1 key ids, $2 tenant ids; rows carry the 1-based
 -- position of their request (a request with an unknown or revoked key has no row).
+-- Where $3 is true (a tenant whose quota hash may be missing in Redis) the row also
+-- carries the tenant's reservations in force, read in the same snapshot as its usage:
+-- the hash can then be rebuilt in the script call that judges the upload. A tenant
+-- without a row has none (its rows and its uploads' are written in one statement).
 SELECT i.ord, k.secret_hash, k.project_id,
        p.max_file_size_bytes, p.storage_limit_bytes AS project_limit,
        p.default_tenant_limit_bytes, p.storage_used_bytes AS project_used,
        p.usage_version AS project_version,
        t.tenant_id IS NOT NULL AS tenant_exists, t.limit_set, t.email AS tenant_email,
        t.storage_limit_bytes AS tenant_limit, t.storage_used_bytes AS tenant_used,
-       t.usage_version AS tenant_version
-FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(key_id, tenant_id, ord)
+       t.usage_version AS tenant_version,
+       r.ids AS pending_ids, r.sizes AS pending_sizes, r.deadlines AS pending_deadlines
+FROM unnest($1::text[], $2::text[], $3::boolean[]) WITH ORDINALITY
+     AS i(key_id, tenant_id, snapshot, ord)
 JOIN api_keys k ON k.id = i.key_id AND k.revoked_at IS NULL
 JOIN projects p ON p.id = k.project_id
-LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = i.tenant_id;
+LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = i.tenant_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(u.id) AS ids, array_agg(COALESCE(u.declared_size, 0)) AS sizes,
+           array_agg(u.reserved_until) AS deadlines
+    FROM uploads u
+    WHERE i.snapshot AND t.tenant_id IS NOT NULL
+      AND u.project_id = k.project_id AND u.tenant_id = i.tenant_id
+      AND u.status = 'pending' AND u.reserved_until > now()
+) r ON i.snapshot;
 
 -- name: insert_project
 INSERT INTO projects (id, name, max_file_size_bytes, storage_limit_bytes, default_tenant_limit_bytes)

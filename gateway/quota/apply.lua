@@ -8,15 +8,26 @@
 --       ids whose reservations end (in the tenant's hash, the project's and the
 --       deadlines). Version -1 = usage unchanged.
 -- A missing hash is left missing (it is rebuilt from Postgres on demand), but its
--- rebuild marker is dropped so that a rebuild based on an older snapshot retries.
+-- rebuild marker is dropped so that a rebuild based on an older snapshot retries, and
+-- the change is written to the hash's journal (<hash>:j, kept a few minutes): the
+-- newest usage and the reservations that ended, which an install reconciles its
+-- snapshot with (reserve.lua).
+local JOURNAL_TTL = 300
 
 -- the hash exists: its usage is set at a newer version; else its marker is dropped
+-- and the usage journaled
 local function set_usage(h, marker, used, ver)
+  local newer = tonumber(ver) >= 0
   if redis.call('EXISTS', h) == 0 then
     redis.call('DEL', marker)
+    local j = h .. ':j'
+    if newer and tonumber(ver) > tonumber(redis.call('HGET', j, 'ver') or '-1') then
+      redis.call('HSET', j, 'used', used, 'ver', ver)
+      redis.call('EXPIRE', j, JOURNAL_TTL)
+    end
     return false
   end
-  if tonumber(ver) >= 0 and tonumber(ver) > tonumber(redis.call('HGET', h, 'ver') or '-1') then
+  if newer and tonumber(ver) > tonumber(redis.call('HGET', h, 'ver') or '-1') then
     redis.call('HSET', h, 'used', used, 'ver', ver)
   end
   return true
@@ -31,6 +42,14 @@ local function release(h, first, last)
       redis.call('HINCRBY', h, 'res', 0 - tonumber(sz))
     end
   end
+end
+
+-- the reservations that ended while the hash was missing
+local function journal_release(h, first, last)
+  if last < first then return end
+  local j = h .. ':j'
+  for i = first, last do redis.call('HSET', j, 'x:' .. ARGV[i], 1) end
+  redis.call('EXPIRE', j, JOURNAL_TTL)
 end
 
 local function idle_ttl(h)
@@ -52,8 +71,10 @@ while k <= #KEYS do
     if set_usage(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]) then
       release(KEYS[k], first, last)
       idle_ttl(KEYS[k])
+    else
+      journal_release(KEYS[k], first, last)
     end
-    if p_exists then release(p, first, last) end
+    if p_exists then release(p, first, last) else journal_release(p, first, last) end
     if n > 0 then
       local tenant = string.sub(KEYS[k], tprefix_len)
       for i = first, last do redis.call('ZREM', dl, ARGV[i] .. '|' .. tenant) end

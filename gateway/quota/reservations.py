@@ -67,6 +67,9 @@ class Pending:
 class Snapshot:
     usage: UsageAt
     pending: Sequence[Pending]
+    # when a snapshot read without a rebuild marker was read (ms since the epoch):
+    # it is installed only while the hash's journal covers the time since
+    read_ms: int = 0
 
 
 T = TypeVar("T")
@@ -98,6 +101,9 @@ class Reservation:
     project_limit: int | None
     project_usage: UsageAt
     deadline_ms: int
+    # the tenant's durable state, read with its usage, where its hash may be missing:
+    # installed (if it is) by the call that judges this upload
+    snapshot: Snapshot | None = None
 
     def script_args(self) -> tuple[Any, ...]:
         return (
@@ -217,6 +223,12 @@ class QuotaStore:
                     hashes[(r.project_id, r.tenant_id)] = m.tenant
                 if m.project:
                     hashes[(r.project_id, None)] = m.project
+            # A project's snapshot holds all its pending uploads: skip it where a batch
+            # before this one has built the hash already (every upload judged while it
+            # was missing arrives here asking for it).
+            for h in [h for h in hashes if h[1] is None]:
+                if await self._exists(project_key(h[0])):
+                    del hashes[h]
             snaps = await self.source.snapshots(list(hashes)) if hashes else []
             installs = {
                 h: (nonce, snap) for (h, nonce), snap in zip(hashes.items(), snaps, strict=True)
@@ -264,10 +276,23 @@ class QuotaStore:
             args.extend(r.script_args())
             where.setdefault((r.project_id, r.tenant_id), j * 5 + 1)
             where.setdefault((r.project_id, None), j * 5 + 3)
-        mine = [(where[h], nonce_snap) for h, nonce_snap in installs.items() if h in where]
+        mine = {h: (where[h], nonce_snap) for h, nonce_snap in installs.items() if h in where}
+        for r in items:  # snapshots read along with the request (no marker)
+            h = (r.project_id, r.tenant_id)
+            if r.snapshot is not None and h not in mine:
+                mine[h] = (where[h], ("", r.snapshot))
         args.append(len(mine))
-        for k, (snap_nonce, snap) in mine:
-            args.extend((k, snap_nonce, snap.usage.used, snap.usage.version, len(snap.pending)))
+        for k, (snap_nonce, snap) in mine.values():
+            args.extend(
+                (
+                    k,
+                    snap_nonce,
+                    snap.read_ms,
+                    snap.usage.used,
+                    snap.usage.version,
+                    len(snap.pending),
+                )
+            )
             for p in snap.pending:
                 args.extend((p.upload_id, p.tenant_id, p.size, p.deadline_ms))
         return self._reserve(keys=keys, args=args)  # type: ignore[no-any-return]
@@ -376,6 +401,12 @@ class QuotaStore:
             upload_id, _, tenant_id = _text(member).partition("|")
             out.append((upload_id, tenant_id))
         return int(nxt), out
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            return bool(await self.redis.exists(key))
+        except _REDIS_DOWN as exc:
+            raise self.unavailable(exc) from exc
 
     async def ping(self) -> None:
         try:

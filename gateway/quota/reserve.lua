@@ -9,8 +9,9 @@
 --       upload id, size, tenant limit (-1 = none), tenant used, tenant usage version,
 --       project limit (-1 = none), project used, project usage version, deadline (ms);
 --       then m snapshots to install first (rebuilds), each: KEYS index of the hash
---       (a tenant's or a project's), its marker nonce, used, usage version, count c,
---       then c x (upload id, tenant, size, deadline).
+--       (a tenant's or a project's), its marker nonce ('' = none: a snapshot read
+--       without a marker, see install), the time it was read (ms), used, usage
+--       version, count c, then c x (upload id, tenant, size, deadline).
 -- Returns one verdict per upload: {'ok'} | {'missing', tenant nonce|'', project nonce|''}
 --       | {'tenant'|'project', used, reserved}
 local clock = redis.call('TIME')
@@ -32,24 +33,37 @@ local function drop(h, f)
   end
 end
 
--- Install a snapshot read after the marker was set, unless anything changed the state
--- since (apply.lua deletes the marker) or someone else installed one already.
-local function install(k, nonce, used, ver, first, count)
+-- Install a snapshot of a missing hash (unless someone else installed one already).
+-- What changed while the hash was missing is in its journal (apply.lua): a newer usage
+-- and the reservations that ended; the snapshot is reconciled with it. A snapshot read
+-- after the marker was set must still find the marker (apply.lua deletes it): then
+-- nothing at all happened since. One read without a marker (by the upload path's
+-- first statement, for a tenant that may be cold) is installed only while the journal
+-- still covers the time since it was read.
+local JOURNAL_COVERS_MS = 60000
+local function install(k, nonce, read_ms, used, ver, first, count)
   local h = KEYS[k]
   local is_tenant = (k - 1) % 5 == 0
   local dl = is_tenant and KEYS[k + 4] or KEYS[k + 2]
-  if redis.call('EXISTS', h) == 1 or redis.call('GET', KEYS[k + 1]) ~= nonce then return end
+  if redis.call('EXISTS', h) == 1 then return end
+  if nonce ~= '' and redis.call('GET', KEYS[k + 1]) ~= nonce then return end
+  if nonce == '' and now - tonumber(read_ms) > JOURNAL_COVERS_MS then return end
+  local journal = h .. ':j'
+  local jver = redis.call('HGET', journal, 'ver')
+  if jver and tonumber(jver) > tonumber(ver) then
+    used, ver = redis.call('HGET', journal, 'used'), jver
+  end
   redis.call('HSET', h, 'used', used, 'ver', ver, 'res', 0)
   for j = 0, count - 1 do
     local a = first + j * 4
     local deadline = tonumber(ARGV[a + 3])
-    if deadline > now then
+    if deadline > now and redis.call('HEXISTS', journal, 'x:' .. ARGV[a]) == 0 then
       redis.call('HSET', h, 'r:' .. ARGV[a], ARGV[a + 2])
       redis.call('HINCRBY', h, 'res', ARGV[a + 2])
       redis.call('ZADD', dl, deadline, ARGV[a] .. '|' .. ARGV[a + 1])
     end
   end
-  redis.call('DEL', KEYS[k + 1])
+  redis.call('DEL', KEYS[k + 1], journal)
   if tonumber(redis.call('HGET', h, 'res')) <= 0 then redis.call('EXPIRE', h, ARGV[3]) end
 end
 
@@ -132,9 +146,9 @@ local a = 5 + n * 9
 local m = tonumber(ARGV[a])
 a = a + 1
 for _ = 1, m do
-  local count = tonumber(ARGV[a + 4])
-  install(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], a + 5, count)
-  a = a + 5 + count * 4
+  local count = tonumber(ARGV[a + 5])
+  install(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], a + 6, count)
+  a = a + 6 + count * 4
 end
 
 local out = {}
