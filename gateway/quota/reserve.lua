@@ -53,18 +53,30 @@ local function install(k, nonce, read_ms, used, ver, first, count)
   if jver and tonumber(jver) > tonumber(ver) then
     used, ver = redis.call('HGET', journal, 'used'), jver
   end
-  redis.call('HSET', h, 'used', used, 'ver', ver, 'res', 0)
+  local ended = redis.call('EXISTS', journal) == 1
+  -- a project's snapshot holds all its pending uploads: written in chunks, summed here
+  local total, fields, members = 0, {}, {}
+  local function flush()
+    if #fields > 0 then redis.call('HSET', h, unpack(fields)) end
+    if #members > 0 then redis.call('ZADD', dl, unpack(members)) end
+    fields, members = {}, {}
+  end
   for j = 0, count - 1 do
     local a = first + j * 4
     local deadline = tonumber(ARGV[a + 3])
-    if deadline > now and redis.call('HEXISTS', journal, 'x:' .. ARGV[a]) == 0 then
-      redis.call('HSET', h, 'r:' .. ARGV[a], ARGV[a + 2])
-      redis.call('HINCRBY', h, 'res', ARGV[a + 2])
-      redis.call('ZADD', dl, deadline, ARGV[a] .. '|' .. ARGV[a + 1])
+    if deadline > now and not (ended and redis.call('HEXISTS', journal, 'x:' .. ARGV[a]) == 1) then
+      fields[#fields + 1] = 'r:' .. ARGV[a]
+      fields[#fields + 1] = ARGV[a + 2]
+      members[#members + 1] = deadline
+      members[#members + 1] = ARGV[a] .. '|' .. ARGV[a + 1]
+      total = total + tonumber(ARGV[a + 2])
+      if #fields >= 1000 then flush() end
     end
   end
+  flush()
+  redis.call('HSET', h, 'used', used, 'ver', ver, 'res', total)
   redis.call('DEL', KEYS[k + 1], journal)
-  if tonumber(redis.call('HGET', h, 'res')) <= 0 then redis.call('EXPIRE', h, ARGV[3]) end
+  if total <= 0 then redis.call('EXPIRE', h, ARGV[3]) end
 end
 
 -- Reservations past their deadline stop counting: out of the project's hash and
