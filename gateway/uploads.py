@@ -206,6 +206,9 @@ class UploadService:
             MicroBatcher(quota.rebuild_and_reserve, max_batch=256)
         )
         self._warm: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._forgetting: MicroBatcher[UploadRef, None] = MicroBatcher(
+            self._forget_batch, max_batch=256
+        )
         # rows to remove that Postgres could not be reached for: retried until it answers
         self._orphans: dict[str, UploadRef] = {}
         self._unreleased: dict[str, tuple[UploadRef, int]] = {}
@@ -225,6 +228,7 @@ class UploadService:
         await self._rejudge.close()
         if self._cleanups:
             await asyncio.wait(list(self._cleanups), timeout=self.settings.db_timeout)
+        await self._forgetting.close()
         if self._janitor is not None:
             self._janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -352,11 +356,19 @@ class UploadService:
     async def _abandon(self, uploads: Sequence[UploadRef]) -> None:
         """Removes the rows and reservations of uploads that no URL was issued for. Runs
         to its end even when the request is being cancelled."""
-        task = asyncio.ensure_future(self._forget(uploads))
+        task = asyncio.ensure_future(self._forget_together(uploads))
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
         with contextlib.suppress(BaseException):
             await asyncio.shield(task)
+
+    async def _forget_together(self, uploads: Sequence[UploadRef]) -> None:
+        # a burst of refusals shares one statement and one script call
+        await asyncio.gather(*(self._forgetting.submit(u) for u in uploads))
+
+    async def _forget_batch(self, uploads: list[UploadRef]) -> list[None]:
+        await self._forget(uploads)
+        return [None] * len(uploads)
 
     async def _forget(self, uploads: Sequence[UploadRef]) -> None:
         """Deletes the rows (still pending), then ends their reservations. What could
