@@ -11,6 +11,9 @@ on its own services: a throwaway Postgres database, Redis DB 14 and moto's S3.
 * full path, 1 hot tenant — ``POST /api/storage/upload/``, every request one tenant;
 * full path, N tenants — a different tenant per request (counter mod N), all
   created and warmed beforehand;
+Before timing: ``--history`` uploads spread over the cold tenants (1 in 20 pending),
+then ``ANALYZE`` (tables of a database in service, which the server's plans are made for).
+
 * full path, N cold tenants — N other tenants that exist in Postgres, with the whole
   Redis DB flushed right before the run (every tenant's first upload after a Redis
   restart or a day idle): each tenant's first request rebuilds its quota hash;
@@ -94,14 +97,34 @@ async def create_project(svc: Services) -> tuple[str, str]:
     return created.project_id, created.api_key
 
 
-async def create_tenants(svc: Services, project_id: str, tenant_ids: list[str]) -> None:
-    """Tenant rows only (their quota hashes are left to the first request)."""
+async def create_tenants(
+    svc: Services, project_id: str, tenant_ids: list[str], history: int
+) -> None:
+    """Tenant rows only (their quota hashes are left to the first request), and
+    ``history`` uploads spread over them (1 in 20 still pending), then the tables'
+    statistics: the state of a database in service, which the server's plans are made
+    against (not the empty tables of a minute ago)."""
     db = create_database(svc.settings())
     await db.open()
     try:
         for first in range(0, len(tenant_ids), 5000):
             chunk = tenant_ids[first : first + 5000]
             await db.execute(Q.ensure_tenants, [project_id] * len(chunk), chunk)
+        await db.execute(
+            "INSERT INTO uploads (id, project_id, tenant_id, object_key, filename,"
+            " content_type, method, declared_size, status, created_at, expires_at,"
+            " reserved_until, settled_at)"
+            " SELECT 'upl_hist' || g, $1, t, $1 || '/' || t || '/upl_hist' || g || '/f',"
+            " 'f', 'application/pdf', 'PUT', 1048576,"
+            " CASE WHEN g % 20 = 0 THEN 'pending' ELSE 'completed' END, now(),"
+            " now() + interval '1 hour', now() + interval '2 hours', now()"
+            " FROM generate_series(1, $3::int) g,"
+            " LATERAL (SELECT ($2::text[])[1 + g % array_length($2::text[], 1)] AS t) x",
+            project_id,
+            tenant_ids,
+            history,
+        )
+        await db.execute("ANALYZE")
     finally:
         await db.close()
 
@@ -214,6 +237,9 @@ def main() -> int:
         "--cold-tenants", type=int, default=10_000, help="tenants of the cold spread case"
     )
     parser.add_argument(
+        "--history", type=int, default=100_000, help="completed uploads made beforehand"
+    )
+    parser.add_argument(
         "--workers", default="1", help="comma-separated uvicorn worker counts, e.g. 1,2"
     )
     parser.add_argument(
@@ -229,7 +255,8 @@ def main() -> int:
         project_id, api_key = asyncio.run(create_project(svc))
         spread_ids = [f"s{n}" for n in range(args.tenants)]
         asyncio.run(warm_quota(svc.settings(), project_id, spread_ids))
-        asyncio.run(create_tenants(svc, project_id, [f"c{n}" for n in range(args.cold_tenants)]))
+        cold_ids = [f"c{n}" for n in range(args.cold_tenants)]
+        asyncio.run(create_tenants(svc, project_id, cold_ids, history=args.history))
         for workers in worker_counts:
             with server(svc.env(args.log_level), workers=workers, log_dir=tmp) as srv:
                 url = srv.base_url
