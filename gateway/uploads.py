@@ -172,8 +172,7 @@ class PostgresReservationSource:
             if r["kind"] == "u":
                 usage[i] = UsageAt(r["used"] or 0, r["version"] or 0)
             else:
-                deadline = int(r["reserved_until"].timestamp() * 1000)
-                pending[i].append(Pending(r["id"], r["tenant_id"], r["used"], deadline))
+                pending[i].append(Pending(r["id"], r["tenant_id"], r["used"], r["deadline_ms"]))
         return [Snapshot(u, p) for u, p in zip(usage, pending, strict=True)]
 
 
@@ -545,8 +544,8 @@ class UploadService:
         if warm_key not in self._warm:  # the statement read the tenant's reservations
             ids = ctx["pending_ids"] or []
             pending = [
-                Pending(u, req.tenant_id, size, int(until.timestamp() * 1000))
-                for u, size, until in zip(
+                Pending(u, req.tenant_id, size, deadline)
+                for u, size, deadline in zip(
                     ids, ctx["pending_sizes"] or [], ctx["pending_deadlines"] or [], strict=True
                 )
             ]

@@ -10,7 +10,8 @@ WHERE k.id = $1 AND k.revoked_at IS NULL;
 -- and the tenant (if any). $1 key ids, $2 tenant ids; rows carry the 1-based
 -- position of their request (a request with an unknown or revoked key has no row).
 -- Where $3 is true (a tenant whose quota hash may be missing in Redis) the row also
--- carries the tenant's reservations in force, read in the same snapshot as its usage:
+-- carries the tenant's reservations in force (ids, sizes, deadlines in ms since the
+-- epoch), read in the same snapshot as its usage:
 -- the hash can then be rebuilt in the script call that judges the upload. A tenant
 -- without a row has none (its rows and its uploads' are written in one statement).
 SELECT i.ord, k.secret_hash, k.project_id,
@@ -28,7 +29,7 @@ JOIN projects p ON p.id = k.project_id
 LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = i.tenant_id
 LEFT JOIN LATERAL (
     SELECT array_agg(u.id) AS ids, array_agg(COALESCE(u.declared_size, 0)) AS sizes,
-           array_agg(u.reserved_until) AS deadlines
+           array_agg((extract(epoch FROM u.reserved_until) * 1000)::bigint) AS deadlines
     FROM uploads u
     WHERE i.snapshot AND t.tenant_id IS NOT NULL
       AND u.project_id = k.project_id AND u.tenant_id = i.tenant_id
@@ -201,7 +202,7 @@ SELECT * FROM uploads WHERE id = $1 AND project_id = $2;
 -- consistent snapshot): $1 project ids and $2 tenant ids side by side, tenant NULL
 -- for the project's own hash. Rows carry the 1-based position of their hash: 'u' its
 -- usage and version (NULLs for a tenant without a row yet), 'r' one per reservation
--- still in force (upload id, its tenant, declared size, deadline).
+-- still in force (upload id, its tenant, declared size, deadline in ms).
 WITH k AS (
     SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(project_id, tenant_id, ord)
 )
@@ -209,15 +210,17 @@ SELECT k.ord, 'u' AS kind, NULL AS id, NULL AS tenant_id,
        CASE WHEN k.tenant_id IS NULL THEN p.storage_used_bytes ELSE t.storage_used_bytes END
            AS used,
        CASE WHEN k.tenant_id IS NULL THEN p.usage_version ELSE t.usage_version END AS version,
-       NULL::timestamptz AS reserved_until
+       NULL::bigint AS deadline_ms
 FROM k JOIN projects p ON p.id = k.project_id
 LEFT JOIN tenants t ON t.project_id = k.project_id AND t.tenant_id = k.tenant_id
 UNION ALL
-SELECT k.ord, 'r', u.id, u.tenant_id, COALESCE(u.declared_size, 0), NULL, u.reserved_until
+SELECT k.ord, 'r', u.id, u.tenant_id, COALESCE(u.declared_size, 0), NULL,
+       (extract(epoch FROM u.reserved_until) * 1000)::bigint
 FROM k JOIN uploads u ON u.project_id = k.project_id AND u.tenant_id = k.tenant_id
 WHERE k.tenant_id IS NOT NULL AND u.status = 'pending' AND u.reserved_until > now()
 UNION ALL
-SELECT k.ord, 'r', u.id, u.tenant_id, COALESCE(u.declared_size, 0), NULL, u.reserved_until
+SELECT k.ord, 'r', u.id, u.tenant_id, COALESCE(u.declared_size, 0), NULL,
+       (extract(epoch FROM u.reserved_until) * 1000)::bigint
 FROM k JOIN uploads u ON u.project_id = k.project_id
 WHERE k.tenant_id IS NULL AND u.status = 'pending' AND u.reserved_until > now();
 

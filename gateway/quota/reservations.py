@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
@@ -53,9 +53,9 @@ class UsageAt:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A reservation as Postgres holds it (a pending upload row)."""
+class Pending(NamedTuple):
+    """A reservation as Postgres holds it (a pending upload row); a project's snapshot
+    holds tens of thousands, hence a tuple."""
 
     upload_id: str
     tenant_id: str
@@ -294,7 +294,7 @@ class QuotaStore:
                 )
             )
             for p in snap.pending:
-                args.extend((p.upload_id, p.tenant_id, p.size, p.deadline_ms))
+                args.extend(p)
         return self._reserve(keys=keys, args=args)  # type: ignore[no-any-return]
 
     async def _per_project(
