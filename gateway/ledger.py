@@ -32,6 +32,7 @@ import asyncpg
 import structlog
 
 from gateway.db import Database, Q
+from gateway.keys import KeyParts, parse_object_key
 from gateway.quota import QuotaStore, UsageAt
 from gateway.storage.base import ObjectStore
 
@@ -52,23 +53,6 @@ class ObjectChange:
     etag: str | None = None
     version_id: str | None = None
     sequencer: str | None = None  # already normalised for comparison
-
-
-@dataclass(frozen=True, slots=True)
-class KeyParts:
-    project_id: str
-    tenant_id: str
-    upload_id: str | None
-
-
-def parse_object_key(key: str) -> KeyParts | None:
-    """``{project}/{tenant}/{upload}/{filename}``; objects written by other means
-    under ``{project}/{tenant}/`` still belong to that tenant."""
-    parts = key.split("/", 3)
-    if len(parts) < 3 or not parts[0].startswith("prj_") or not parts[1] or not parts[2]:
-        return None
-    upload = parts[2] if len(parts) == 4 and parts[2].startswith("upl_") else None
-    return KeyParts(parts[0], parts[1], upload)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from gateway import limits
+
 MAX_BYTES = 2**63 - 1
 TENANT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 
@@ -136,14 +138,6 @@ class Page(msgspec.Struct, kw_only=True):
     data: list[TenantUsage]
 
 
-def percentage(used: int, limit: int | None) -> float | None:
-    if limit is None:
-        return None
-    if limit == 0:
-        return 100.0 if used > 0 else 0.0
-    return round(used * 100.0 / limit, 2)
-
-
 def tenant_usage(
     *,
     tenant_id: str,
@@ -161,8 +155,8 @@ def tenant_usage(
         storage_limit_bytes=limit,
         total_files=files,
         storage_reserved_bytes=reserved,
-        storage_available_bytes=None if limit is None else max(limit - used - reserved, 0),
-        percentage_used=percentage(used, limit),
+        storage_available_bytes=limits.available(limit, used, reserved),
+        percentage_used=limits.percentage(used, limit),
         plan=plan,
-        over_limit=limit is not None and used > limit,
+        over_limit=limits.over_limit(limit, used),
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway import keys, limits
 from gateway.db import Database, Q
 from gateway.errors import NotFound
 from gateway.ledger import ChangeKind, Ledger, ObjectChange
@@ -14,7 +15,6 @@ from gateway.models import (
     ProjectUsage,
     RecalculatedUsage,
     TenantUsage,
-    percentage,
     tenant_usage,
 )
 from gateway.storage.base import ObjectStore
@@ -106,22 +106,19 @@ class TenantService:
             r["storage_limit_bytes"],
             r["storage_reserved_bytes"],
         )
-        max_file = self.max_file_size
-        if r["max_file_size_bytes"] is not None:
-            max_file = min(max_file, r["max_file_size_bytes"])
         return ProjectUsage(
             project_id=r["project_id"],
             name=r["name"],
             storage_used_bytes=used,
             storage_limit_bytes=limit,
             storage_reserved_bytes=reserved,
-            storage_available_bytes=None if limit is None else max(limit - used - reserved, 0),
-            percentage_used=percentage(used, limit),
-            over_limit=limit is not None and used > limit,
+            storage_available_bytes=limits.available(limit, used, reserved),
+            percentage_used=limits.percentage(used, limit),
+            over_limit=limits.over_limit(limit, used),
             total_files=r["total_files"],
             total_tenants=r["total_tenants"],
             default_tenant_limit_bytes=r["default_tenant_limit_bytes"],
-            max_file_size_bytes=max_file,
+            max_file_size_bytes=limits.max_file_size(self.max_file_size, r["max_file_size_bytes"]),
         )
 
     async def recalculate(self, project_id: str, tenant_id: str) -> RecalculatedUsage:
@@ -134,7 +131,7 @@ class TenantService:
         """
         before = await self.usage(project_id, tenant_id)
         started = datetime.now(UTC)
-        prefix = f"{project_id}/{tenant_id}/"
+        prefix = keys.object_key(project_id, f"{tenant_id}/")
         seen: set[str] = set()
         batch: list[ObjectChange] = []
         async for obj in self.store.list_prefix(prefix):

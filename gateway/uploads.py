@@ -24,7 +24,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from gateway import auth
+from gateway import auth, keys, limits
 from gateway.batching import MicroBatcher
 from gateway.config import Settings
 from gateway.db import Database, Q, is_unavailable
@@ -41,8 +41,9 @@ from gateway.errors import (
     UploadInProgress,
     ValidationFailed,
 )
-from gateway.ids import new_id
-from gateway.ledger import ChangeKind, Ledger, ObjectChange, parse_object_key
+from gateway.ids import new_id, utc_timestamp
+from gateway.keys import parse_object_key
+from gateway.ledger import ChangeKind, Ledger, ObjectChange
 from gateway.models import (
     DownloadRequest,
     DownloadResponse,
@@ -82,10 +83,6 @@ _encoder = msgspec.json.Encoder()
 
 # (project id, tenant id, upload id) of an upload whose reservation is to be ended
 UploadRef = tuple[str, str, str]
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _request_hash(req: UploadRequest) -> bytes:
@@ -509,13 +506,11 @@ class UploadService:
         """Limits and the checks that need no reservation (413/422 without a write)."""
         req = ask.req
         project_id: str = ctx["project_id"]
-        tenant_limit: int | None = (
-            ctx["tenant_limit"] if ctx["limit_set"] else ctx["default_tenant_limit_bytes"]
+        tenant_limit = limits.effective_tenant_limit(
+            ctx["limit_set"], ctx["tenant_limit"], ctx["default_tenant_limit_bytes"]
         )
         project_limit: int | None = ctx["project_limit"]
-        max_file = self.settings.max_file_size
-        if ctx["max_file_size_bytes"] is not None:
-            max_file = min(max_file, ctx["max_file_size_bytes"])
+        max_file = limits.max_file_size(self.settings.max_file_size, ctx["max_file_size_bytes"])
         size = req.size_bytes
         if size is None and (tenant_limit is not None or project_limit is not None):
             raise ValidationFailed(
@@ -537,7 +532,7 @@ class UploadService:
             return _Refused(project_id, "project", p_usage.used, project_limit, declared)
         now = datetime.now(UTC).replace(microsecond=0)
         upload_id = new_id("upl")
-        file_path = f"{req.tenant_id}/{upload_id}/{req.filename}"
+        file_path = keys.file_path(req.tenant_id, upload_id, req.filename)
         expires_at = now + timedelta(seconds=self.settings.upload_url_ttl)
         warm_key = (ask.presented.key_id, req.tenant_id)
         snapshot = None
@@ -556,7 +551,7 @@ class UploadService:
             tenant_id=req.tenant_id,
             upload_id=upload_id,
             file_path=file_path,
-            key=f"{project_id}/{file_path}",
+            key=keys.object_key(project_id, file_path),
             declared=declared,
             max_file=max_file,
             tenant_limit=tenant_limit,
@@ -679,7 +674,7 @@ class UploadService:
             created,
             max_file,
         )
-        file_path = row["object_key"].split("/", 1)[1]
+        file_path = keys.file_path_of(row["object_key"])
         return self._response(
             row["id"],
             signed,
@@ -756,7 +751,7 @@ class UploadService:
             is_new_tenant=is_new_tenant,
             size_bytes=size,
             expires_in=self.settings.upload_url_ttl,
-            expires_at=_iso(expires_at),
+            expires_at=utc_timestamp(expires_at),
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -772,7 +767,7 @@ class UploadService:
             upload_id=row["id"],
             status=status,
             tenant_id=row["tenant_id"],
-            file_path=row["object_key"].split("/", 1)[1],
+            file_path=keys.file_path_of(row["object_key"]),
             key=row["object_key"],
             filename=row["filename"],
             content_type=row["content_type"],
@@ -780,9 +775,9 @@ class UploadService:
             declared_size_bytes=row["declared_size"],
             actual_size_bytes=row["actual_size"],
             flagged=row["flagged"],
-            created_at=_iso(row["created_at"]),
-            expires_at=_iso(row["expires_at"]),
-            settled_at=_iso(row["settled_at"]) if row["settled_at"] else None,
+            created_at=utc_timestamp(row["created_at"]),
+            expires_at=utc_timestamp(row["expires_at"]),
+            settled_at=utc_timestamp(row["settled_at"]) if row["settled_at"] else None,
         )
 
     async def complete(self, project_id: str, upload_id: str) -> UploadStatus:
@@ -904,9 +899,9 @@ class UploadService:
     # -- files -------------------------------------------------------------------------
 
     def _key_for(self, project_id: str, file_path: str) -> str:
-        if file_path.startswith("/") or ".." in file_path.split("/"):
+        if not keys.is_safe_file_path(file_path):
             raise NotFound("No such file", extra={"file_path": file_path})
-        return f"{project_id}/{file_path}"
+        return keys.object_key(project_id, file_path)
 
     async def delete_file(self, project_id: str, file_path: str) -> None:
         key = self._key_for(project_id, file_path)
@@ -933,7 +928,7 @@ class UploadService:
             size, content_type = info.size, None
         else:
             size, content_type = row["size_bytes"], row["content_type"]
-        filename = key.rsplit("/", 1)[-1]
+        filename = keys.filename_of(key)
         url = self.presigner.presign_get(
             key, expires_in=req.expires_in, signed_at=datetime.now(UTC), download_filename=filename
         )

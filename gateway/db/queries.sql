@@ -66,9 +66,6 @@ RETURNING id, project_id, created_at;
 UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
 RETURNING id, project_id;
 
--- name: list_api_keys
-SELECT id, project_id, created_at, revoked_at FROM api_keys WHERE project_id = $1 ORDER BY created_at;
-
 -- name: get_tenant_usage
 SELECT t.tenant_id, t.email, t.plan, t.storage_used_bytes, t.total_files,
        CASE WHEN t.limit_set THEN t.storage_limit_bytes ELSE p.default_tenant_limit_bytes END
@@ -109,7 +106,9 @@ WITH u AS (
            CASE WHEN storage_limit_bytes IS NULL THEN NULL
                 WHEN storage_limit_bytes = 0 THEN
                      CASE WHEN storage_used_bytes > 0 THEN 100.0 ELSE 0.0 END
-                ELSE storage_used_bytes * 100.0 / storage_limit_bytes END AS pct
+                -- rounded half up to hundredths, exactly as gateway.limits.percentage
+                ELSE div(storage_used_bytes::numeric * 20000 + storage_limit_bytes,
+                         2 * storage_limit_bytes::numeric) / 100 END AS pct
     FROM u
 )
 SELECT f.*, count(*) OVER () AS total_count
@@ -380,20 +379,9 @@ UNION ALL
 SELECT 'q', p.id, NULL, p.storage_used_bytes, p.usage_version
 FROM projects p WHERE p.id = ANY($22::text[]);
 
--- name: get_present_object
-SELECT object_key, project_id, tenant_id, upload_id, size_bytes
-FROM objects WHERE object_key = $1 AND project_id = $2 AND present;
-
 -- name: tenant_objects
 SELECT object_key, size_bytes, etag, present, sequencer, event_time
 FROM objects WHERE project_id = $1 AND tenant_id = $2;
-
--- name: set_tenant_usage
--- Recalculate: overwrite the tenant's usage with the rescanned truth.
-UPDATE tenants SET storage_used_bytes = $3, total_files = $4,
-                   usage_version = usage_version + 1, updated_at = now()
-WHERE project_id = $1 AND tenant_id = $2
-RETURNING storage_used_bytes, usage_version;
 
 -- name: file_is_known
 -- A stored object, or a pending upload (by its id, parsed from the key) for the key.

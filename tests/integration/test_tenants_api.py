@@ -131,3 +131,43 @@ async def test_list_pages_orders_and_filters(client: Client, state: Any) -> None
     assert r.json()["totalCount"] == 0
     r = await client.get("/api/storage/usage/", headers=p.headers)
     assert r.status_code == 200 and r.json()["total_tenants"] == 5
+
+
+async def test_listing_filters_and_orders_by_the_percentage_it_shows(
+    client: Client, state: Any
+) -> None:
+    """list_tenants computes the percentage in SQL to filter and order; it must be the
+    one the usage bodies show (gateway.limits.percentage), rounding included."""
+    from datetime import UTC, datetime
+
+    from gateway import limits
+    from gateway.ledger import ChangeKind, ObjectChange
+
+    p = await make_project(state)
+    cases = {"a": (1, 32), "b": (2, 3), "c": (7, 10), "d": (69_995, 100_000), "e": (0, 0)}
+    cases |= {"f": (1, 0), "g": (5, 4), "h": (6_999_499, 10_000_000)}
+    for tenant, (used, limit) in cases.items():
+        r = await client.patch(
+            f"/api/storage/tenants/{tenant}/limit/",
+            json={"storage_limit_bytes": limit},
+            headers=p.headers,
+        )
+        assert r.status_code == 200
+        if used:
+            key = f"{p.project_id}/{tenant}/obj.bin"
+            now = datetime.now(UTC)
+            await state.ledger.apply([ObjectChange(ChangeKind.CREATED, key, now, size=used)])
+    shown = {t: limits.percentage(u, lim) for t, (u, lim) in cases.items()}
+    for threshold in (3.13, 66.67, 70, 100, 125):
+        r = await client.get(
+            f"/api/storage/tenants/?min_percentage={threshold}&limit=100", headers=p.headers
+        )
+        got = {row["tenant_id"] for row in r.json()["data"]}
+        want = {t for t, pct in shown.items() if pct is not None and pct >= threshold}
+        assert got == want, threshold
+    r = await client.get(
+        "/api/storage/tenants/?order=-percentage_used&limit=100", headers=p.headers
+    )
+    rows = r.json()["data"]
+    pcts = [pct for pct in shown.values() if pct is not None]
+    assert [row["percentage_used"] for row in rows] == sorted(pcts, reverse=True)

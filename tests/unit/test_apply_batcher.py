@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.events.ingest import ApplyBatcher, EventIngestor
-from gateway.ledger import ApplyResult, ChangeKind, ObjectChange, parse_object_key
+from gateway.keys import parse_object_key
+from gateway.ledger import ApplyResult, ChangeKind, ObjectChange
 from gateway.observability import Metrics
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.ledger import ChangeKind, ObjectChange, _newer, _Row, parse_object_key
+from gateway.keys import parse_object_key
+from gateway.ledger import ChangeKind, ObjectChange, _newer, _Row
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
