@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import redis as redis_sync  # noqa: E402
 
 from gateway.config import Settings  # noqa: E402
 from gateway.db.migrate import migrate  # noqa: E402
+from gateway.dev import free_port as free_port  # noqa: E402  (re-exported)
 from gateway.dev import prepare_bucket, start_embedded_s3  # noqa: E402
 from gateway.observability import configure_logging  # noqa: E402
 
@@ -56,12 +56,6 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

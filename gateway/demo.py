@@ -34,8 +34,10 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response import Redirect
 
+from gateway.ids import UPLOAD_ID_PATTERN, utc_timestamp
+
 TenantResolver = Callable[[Request[Any, Any, Any]], str]
-UploadId = Annotated[str, Parameter(pattern=r"^upl_[0-9A-Za-z]{1,64}$", description="upl_… id")]
+UploadId = Annotated[str, Parameter(pattern=UPLOAD_ID_PATTERN, description="upl_… id")]
 
 _ASSETS: Mapping[str, tuple[str, str]] = {
     # name served under {path}/assets/ -> (file under gateway/static, media type)
@@ -267,7 +269,7 @@ class DemoBackend:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_timestamp(dt.datetime.now(dt.UTC))
 
 
 def _read_static(name: str) -> bytes:

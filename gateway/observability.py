@@ -109,7 +109,7 @@ class Metrics:
         )
         self.events = Counter(
             "gateway_s3_events_total",
-            "S3 event records by result (applied, stale, ignored, outside_project)",
+            "S3 event records by result (received, ignored, outside_project)",
             ["result"],
             registry=self.registry,
         )
@@ -117,11 +117,6 @@ class Metrics:
             "gateway_ledger_batch_changes",
             "Changes applied per ledger transaction (S3 events coalesced by the batcher)",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
-            registry=self.registry,
-        )
-        self.expired = Counter(
-            "gateway_reservations_expired_total",
-            "Reservations freed by the sweeper",
             registry=self.registry,
         )
 

@@ -1,4 +1,5 @@
-"""Projects and their API keys (used by the CLI)."""
+"""Projects and their API keys: creation, updates, key checks (the CLI and every
+authenticated request)."""
 
 from __future__ import annotations
 

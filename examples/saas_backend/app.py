@@ -2,7 +2,7 @@
 
 Run it (the gateway must be running; ``gateway dev`` prints a key)::
 
-    GATEWAY_URL=http://127.0.0.1:8080 GATEWAY_API_KEY=gw_... \
+    GATEWAY_URL=http://127.0.0.1:8080 GATEWAY_API_KEY=gwk_... \
         python -m examples.saas_backend.app
 
 then open http://127.0.0.1:8000/, sign in with any user name and upload files. The

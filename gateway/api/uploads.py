@@ -10,10 +10,11 @@ from litestar.params import HeaderParameter, Parameter
 from gateway import auth
 from gateway.api.body import strict_body
 from gateway.errors import ValidationFailed
+from gateway.ids import UPLOAD_ID_PATTERN
 from gateway.models import UploadRequest, UploadResponse, UploadStatus
 from gateway.uploads import UploadService
 
-UploadId = Annotated[str, Parameter(pattern=r"^upl_[0-9a-f]{24}$", description="upl_… id")]
+UploadId = Annotated[str, Parameter(pattern=UPLOAD_ID_PATTERN, description="upl_… id")]
 
 
 class UploadController(Controller):

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
+from gateway.ids import utc_timestamp
 from gateway.storage.base import CredentialSource, FrozenCredentials, PresignedRequest
 from gateway.storage.sigv4 import (
     ALGORITHM,
@@ -35,7 +36,7 @@ from gateway.storage.sigv4 import (
 )
 
 if TYPE_CHECKING:
-    import botocore.session
+    pass
 
 Addressing = Literal["path", "virtual"]
 
@@ -89,18 +90,6 @@ class BotocoreCredentialSource:
     def __init__(self, credentials: BotocoreCredentials) -> None:
         self._credentials = credentials
         self._last: FrozenCredentials | None = None
-
-    @classmethod
-    def from_session(
-        cls, session: botocore.session.Session | None = None
-    ) -> BotocoreCredentialSource:
-        """Resolve credentials with botocore's default provider chain."""
-        import botocore.session  # only needed here, and slow to import
-
-        credentials = (session or botocore.session.get_session()).get_credentials()
-        if credentials is None:
-            raise LookupError("no AWS credentials found in the default provider chain")
-        return cls(credentials)
 
     def current(self) -> FrozenCredentials:
         frozen = self._credentials.get_frozen_credentials()
@@ -360,9 +349,7 @@ class S3Presigner:
         creds = self._credentials.current()
         timestamp = amz_timestamp(signed_at)
         credential = self._signer.credential(creds.access_key, timestamp)
-        expiration = (_to_utc(signed_at) + timedelta(seconds=expires_in)).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
+        expiration = utc_timestamp(_to_utc(signed_at) + timedelta(seconds=expires_in))
         conditions: list[object] = [
             {"Content-Type": content_type},
             ["content-length-range", low, high],

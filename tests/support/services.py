@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.dev import free_port as free_port  # one helper, re-exported for the tests
+
 ROOT = Path(__file__).resolve().parents[2]
 START_HINT = (
     "start them with:\n"
@@ -76,12 +78,6 @@ def with_database(url: str, name: str) -> str:
 
 def new_db_name() -> str:
     return f"gateway_test_{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
