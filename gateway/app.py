@@ -1,14 +1,13 @@
-"""create_app(settings) -> Litestar: the one place things are wired."""
+"""create_app(settings) -> Litestar: the HTTP layer (routes, middleware, errors,
+OpenAPI) over the services of a gateway.runtime.Runtime, which its lifespan enters."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-import structlog
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -28,20 +27,8 @@ from gateway.api.health import HealthController
 from gateway.api.tenants import TenantController
 from gateway.api.uploads import UploadController
 from gateway.config import Settings
-from gateway.db import create_database
-from gateway.errors import DependencyUnavailable
-from gateway.events.ingest import ApplyBatcher, EventIngestor
-from gateway.events.sqs import SqsPoller, sqs_client
-from gateway.ledger import Ledger
 from gateway.observability import Metrics, RequestContextMiddleware, configure_logging
-from gateway.projects import ProjectService
-from gateway.quota import QuotaStore, create_redis
-from gateway.storage.presigner import BotocoreCredentialSource, S3Presigner
-from gateway.storage.s3 import S3ObjectStore
-from gateway.tenants import TenantService
-from gateway.uploads import PostgresReservationSource, UploadService
-
-log = structlog.get_logger(__name__)
+from gateway.runtime import Runtime
 
 
 async def _require_json(request: Request[Any, Any, Any]) -> None:
@@ -52,93 +39,50 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
     )
 
 
-class _NoCredentials:
-    def current(self) -> Any:
-        raise DependencyUnavailable("s3 credentials", cause="no AWS credentials found")
-
-
-def _credentials(found: Any) -> Any:
-    if found is None:
-        log.error(
-            "no S3 credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS chain)"
-        )
-        return _NoCredentials()
-    return BotocoreCredentialSource(found)
+# What handlers and tests find on app.state, as the Runtime names them.
+STATE_SERVICES = (
+    "db",
+    "redis",
+    "store",
+    "quota",
+    "presigner",
+    "ledger",
+    "uploads",
+    "tenants",
+    "projects",
+    "batcher",
+    "ingestor",
+)
 
 
 def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
+    """Routes, middleware, errors and OpenAPI on top of a Runtime (gateway/runtime.py),
+    entered by the lifespan: the services, the sweeper (every GATEWAY_SWEEP_INTERVAL
+    seconds, unless 0) and, when GATEWAY_SQS_QUEUE_URL is set, an SQS poller."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        state = app.state
-        db = create_database(settings)
-        await db.open()
-        redis = create_redis(settings)
-        store = S3ObjectStore(settings)
-        await store.open()
-        quota = QuotaStore(redis, PostgresReservationSource(db), retry_after=settings.retry_after)
-        presigner = S3Presigner(
-            bucket=settings.s3_bucket,
-            region=settings.s3_region,
-            endpoint_url=settings.presign_endpoint_url,
-            addressing=settings.s3_addressing,
-            credentials=_credentials(store.botocore_credentials()),
-        )
-        ledger = Ledger(db, quota, store, oversize_policy=settings.oversize_policy)
-        state.db, state.redis, state.store, state.quota = db, redis, store, quota
-        state.presigner, state.ledger = presigner, ledger
-        state.uploads = UploadService(settings, db, quota, presigner, store, ledger)
-        state.tenants = TenantService(db, store, ledger, max_file_size=settings.max_file_size)
-        state.projects = ProjectService(db)
-        batcher = ApplyBatcher(ledger, metrics=metrics)
-        state.batcher = batcher
-        state.ingestor = EventIngestor(
-            batcher,
-            bucket=settings.s3_bucket,
+        runtime = Runtime(
+            settings,
             metrics=metrics,
-            sns_auto_confirm=settings.sns_auto_confirm,
+            sweeper=settings.sweep_interval > 0,
+            sqs_queue_url=settings.sqs_queue_url,
         )
-        tasks: list[asyncio.Task[None]] = []
-        stop = asyncio.Event()
-        if settings.sweep_interval > 0:
-            tasks.append(asyncio.create_task(state.uploads.run_sweeper(settings.sweep_interval)))
-        sqs_cm = None
-        if settings.sqs_queue_url:
-            sqs_cm = sqs_client(settings)
-            client = await sqs_cm.__aenter__()
-            poller = SqsPoller(
-                state.ingestor, client, settings.sqs_queue_url, receivers=settings.sqs_receivers
-            )
-            poller_task = asyncio.create_task(poller.run(stop))
-            tasks.append(poller_task)
-        # The webhook is a plain ASGI route, which Litestar leaves out of /schema.
-        if app.openapi_schema.paths is not None:
-            app.openapi_schema.paths[WEBHOOK_PATH.rstrip("/")] = WEBHOOK_OPERATION
-        # Everything built so far lives as long as the process: keep it out of the
-        # cyclic collector's full passes, which otherwise stall every request in
-        # flight for tens of milliseconds (bench/README.md, "GC pauses").
-        gc.collect()
-        gc.freeze()
-        try:
+        async with runtime:
+            state = app.state
+            state.runtime = runtime
+            for name in STATE_SERVICES:
+                setattr(state, name, getattr(runtime, name))
+            # The webhook is a plain ASGI route, which Litestar leaves out of /schema.
+            if app.openapi_schema.paths is not None:
+                app.openapi_schema.paths[WEBHOOK_PATH.rstrip("/")] = WEBHOOK_OPERATION
+            # Everything built so far lives as long as the process: keep it out of the
+            # cyclic collector's full passes, which otherwise stall every request in
+            # flight for tens of milliseconds (bench/README.md, "GC pauses").
+            gc.collect()
+            gc.freeze()
             yield
-        finally:
-            stop.set()
-            if sqs_cm is not None:  # the poller finishes the batch in hand, then stops
-                await asyncio.wait([poller_task], timeout=settings.db_timeout * 2)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if sqs_cm is not None:
-                await sqs_cm.__aexit__(None, None, None)
-            await batcher.stop()
-            await state.uploads.close()
-            await store.close()
-            with contextlib.suppress(Exception):
-                await redis.aclose()
-            await db.close()
 
     configure_logging(settings)
     return Litestar(
