@@ -111,13 +111,18 @@ class SqsPoller:
             receivers=self.receivers,
             loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
-        await asyncio.gather(*(self._receive_loop(stop) for _ in range(self.receivers)))
+        # A receiver that dies takes the others down with it (the caller restarts the
+        # whole poller): never fewer, and after a restart never more, than ``receivers``.
+        async with asyncio.TaskGroup() as group:
+            for i in range(self.receivers):
+                group.create_task(self._receive_loop(stop, i), name=f"sqs-receiver-{i}")
         log.info("sqs poller stopped", processed=self.processed)
 
-    async def _receive_loop(self, stop: asyncio.Event) -> None:
+    async def _receive_loop(self, stop: asyncio.Event, index: int = 0) -> None:
         """Receive → apply → delete, with the delete of one batch overlapping the
         receive of the next: a receiver waits one SQS round trip per batch, not two.
         At most one delete is in flight per receiver, and a stop waits for it."""
+        log.info("sqs receiver started", receiver=index)
         backoff = 1.0
         deleting: asyncio.Task[None] | None = None
         try:

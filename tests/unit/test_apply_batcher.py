@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from gateway.events.ingest import ApplyBatcher, EventIngestor
 from gateway.keys import parse_object_key
 from gateway.ledger import ApplyResult, ChangeKind, ObjectChange
@@ -199,3 +201,29 @@ async def test_a_failed_delete_is_logged_and_the_receiver_goes_on() -> None:
     await asyncio.wait_for(task, 5)
     assert batcher.applied == 2  # both committed; redelivery would apply as no-ops
     assert poller.processed == 2
+
+
+async def test_a_receiver_that_dies_takes_the_others_with_it() -> None:
+    """The poller's caller (the Runtime) restarts the poller whole: the restarted one
+    never runs beside receivers of the old one."""
+    from gateway.events.sqs import SqsPoller
+
+    cancelled: list[int] = []
+
+    class OneDies(SqsPoller):
+        async def _receive_loop(self, stop: asyncio.Event, index: int = 0) -> None:
+            if index == 1:
+                await asyncio.sleep(0.01)
+                raise RuntimeError("receiver 1 died")
+            try:
+                await stop.wait()
+            except asyncio.CancelledError:
+                cancelled.append(index)
+                raise
+
+    ingestor = EventIngestor(CountingBatcher(), bucket="uploads")  # type: ignore[arg-type]
+    poller = OneDies(ingestor, object(), "queue-url", receivers=3)
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(poller.run(asyncio.Event()), 5)
+    assert [str(e) for e in raised.value.exceptions] == ["receiver 1 died"]
+    assert sorted(cancelled) == [0, 2]
