@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from litestar import Litestar
 
 from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -100,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="concurrent receive loops (default GATEWAY_SQS_RECEIVERS, 8)",
     )
+    ep.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also run the sweeper every GATEWAY_SWEEP_INTERVAL seconds (servers run it)",
+    )
 
     res = sub.add_parser("reservations", help="reservations").add_subparsers(
         dest="action", required=True
@@ -154,18 +163,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "keys":
         return asyncio.run(_keys(settings, args))
     if cmd == "reservations":
-        return asyncio.run(_with_services(settings, _sweep))
+        return asyncio.run(_with_runtime(settings, _sweep))
     if cmd == "tenants":
-        return asyncio.run(_with_services(settings, lambda s: _recalculate(s, args)))
+        return asyncio.run(_with_runtime(settings, lambda rt: _recalculate(rt, args)))
     if cmd == "events":
-        from gateway.events.sqs import run_poller
-
         if args.receivers is not None:
             if not 1 <= args.receivers <= 100:
                 print("gateway: --receivers must be between 1 and 100", file=sys.stderr)
                 return 2
             settings = msgspec.structs.replace(settings, sqs_receivers=args.receivers)
-        return run_on_fast_loop(run_poller(settings, args.queue_url))
+        if args.sweep and settings.sweep_interval <= 0:
+            print("gateway: --sweep needs GATEWAY_SWEEP_INTERVAL > 0", file=sys.stderr)
+            return 2
+        return run_on_fast_loop(_poll_sqs(settings, args.queue_url, sweep=args.sweep))
     raise AssertionError(cmd)
 
 
@@ -264,37 +274,52 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_db(settings, run)
 
 
-async def _with_services(settings: Settings, fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Runs fn with the app's services, wired by the app's own lifespan."""
-    from gateway.app import create_app
+async def _with_runtime(
+    settings: Settings, fn: Callable[[Runtime], Coroutine[Any, Any, int]]
+) -> int:
+    """Runs one job on the services of a Runtime, with no background jobs beside it."""
+    from gateway.runtime import Runtime
 
-    app = create_app(msgspec.structs.replace(settings, sweep_interval=0.0))
-    async with app.lifespan():
-        return await fn(app.state)
+    async with Runtime(settings) as runtime:
+        return await fn(runtime)
 
 
-async def _sweep(state: Any) -> int:
-    freed = await state.uploads.sweep()
-    ended, removed = await state.uploads.audit()
+async def _poll_sqs(settings: Settings, queue_url: str, *, sweep: bool) -> int:
+    """``gateway events poll-sqs``: one SQS poller (and the sweeper if asked) until
+    SIGTERM/SIGINT; the poller then finishes the batch in hand."""
+    from gateway.runtime import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Runtime(settings, sweeper=sweep, sqs_queue_url=queue_url):
+        await stop.wait()
+    return 0
+
+
+async def _sweep(runtime: Runtime) -> int:
+    freed = await runtime.uploads.sweep()
+    ended, removed = await runtime.uploads.audit()
     print(f"reservations freed: {freed}")
     print(f"audit: reservations without an upload ended: {ended}")
     print(f"audit: never-admitted uploads removed: {removed}")
     return 0
 
 
-async def _recalculate(state: Any, args: argparse.Namespace) -> int:
+async def _recalculate(runtime: Runtime, args: argparse.Namespace) -> int:
     from gateway.db import Q
 
     if args.all == bool(args.tenant_id):
         print("gateway: give a TENANT_ID or --all", file=sys.stderr)
         return 2
     tenant_ids = (
-        [r["tenant_id"] for r in await state.db.fetch(Q.tenant_ids, args.project)]
+        [r["tenant_id"] for r in await runtime.db.fetch(Q.tenant_ids, args.project)]
         if args.all
         else [args.tenant_id]
     )
     for tenant_id in tenant_ids:
-        result = await state.tenants.recalculate(args.project, tenant_id)
+        result = await runtime.tenants.recalculate(args.project, tenant_id)
         print(
             json.dumps(
                 {

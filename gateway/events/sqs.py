@@ -1,17 +1,18 @@
 """The SQS worker: S3 → SQS (or S3 → SNS → SQS) notifications into the ledger.
 
 Long polling, batches of up to 10 messages, messages deleted only after the commit
-(the delete overlapping the next receive), exponential back-off on errors, clean
-stop on SIGTERM. Several receive loops run at once (``receivers``); the ApplyBatcher
-merges what they receive into shared ledger transactions, so throughput grows with
-them while each message is still deleted only once its own changes are committed.
+(the delete overlapping the next receive), exponential back-off on errors, a clean
+stop when its ``stop`` event is set. Several receive loops run at once
+(``receivers``); the ApplyBatcher merges what they receive into shared ledger
+transactions, so throughput grows with them while each message is still deleted
+only once its own changes are committed. It runs as a job of gateway.runtime.Runtime
+(``gateway events poll-sqs``, or ``gateway serve`` with GATEWAY_SQS_QUEUE_URL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from typing import Any
 
 import aioboto3
@@ -170,18 +171,3 @@ def sqs_client(settings: Settings) -> Any:
             max_pool_connections=settings.sqs_receivers + 2,  # long polls + deletes
         ),
     )
-
-
-async def run_poller(settings: Settings, queue_url: str) -> int:
-    """``gateway events poll-sqs``: runs until SIGTERM/SIGINT."""
-    from gateway.app import create_app
-
-    app = create_app(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with app.lifespan(), sqs_client(settings) as client:
-        poller = SqsPoller(app.state.ingestor, client, queue_url, receivers=settings.sqs_receivers)
-        await poller.run(stop)
-    return 0

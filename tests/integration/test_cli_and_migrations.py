@@ -16,6 +16,7 @@ import pytest
 
 from gateway.config import Settings
 from gateway.db.migrate import load_migrations, migrate
+from tests.conftest import make_project
 from tests.support.services import new_db_name, with_database
 
 
@@ -152,6 +153,14 @@ def test_poll_sqs_runs_its_receivers_and_stops_on_sigterm(settings: Settings, s3
         ).returncode
         == 2
     )
+    no_sweeps = subprocess.run(
+        [sys.executable, "-m", "gateway", "events", "poll-sqs", "--queue-url", url, "--sweep"],
+        env=gw_env(settings, GATEWAY_SWEEP_INTERVAL="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_sweeps.returncode == 2 and "GATEWAY_SWEEP_INTERVAL" in no_sweeps.stderr
     env = gw_env(settings, GATEWAY_LOG_FORMAT="json", GATEWAY_LOG_LEVEL="info")
     proc = subprocess.Popen(
         [
@@ -185,3 +194,84 @@ def test_poll_sqs_runs_its_receivers_and_stops_on_sigterm(settings: Settings, s3
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def _planted_expired_upload(state: Any, client: httpx.AsyncClient) -> tuple[str, str]:
+    """An admitted upload whose reservation is past its deadline: the first sweep of
+    any sweeper on this database marks it ``expired``."""
+    p = await make_project(state)
+    r = await client.post(
+        "/api/storage/upload/",
+        headers=p.headers,
+        json={"tenant_id": "sweepme", "filename": "f.bin", "size_bytes": 1},
+    )
+    assert r.status_code == 200, r.text
+    upload_id: str = r.json()["upload_id"]
+    await state.db.execute(
+        "UPDATE uploads SET reserved_until = now() - interval '1 second' WHERE id = $1",
+        upload_id,
+    )
+    return p.project_id, upload_id
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["default", "with-sweep"])
+async def test_poll_sqs_runs_one_poller_and_sweeps_only_when_asked(
+    settings: Settings, state: Any, client: httpx.AsyncClient, s3: Any, sweep: bool
+) -> None:
+    """GATEWAY_SQS_QUEUE_URL set, as the k8s sqs-poller pod sets it: the command runs
+    the one poller it was asked for (its receivers, no second poller of a server's),
+    and no sweeper unless ``--sweep``."""
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=s3.endpoint_url, region_name="us-east-1")
+    url = sqs.create_queue(QueueName="cli-poll-one")["QueueUrl"]
+    _, upload_id = await _planted_expired_upload(state, client)
+    env = gw_env(
+        settings,
+        GATEWAY_SQS_QUEUE_URL=url,
+        GATEWAY_SWEEP_INTERVAL="0.2",
+        GATEWAY_LOG_FORMAT="json",
+        GATEWAY_LOG_LEVEL="info",
+    )
+    args = ["events", "poll-sqs", "--queue-url", url, "--receivers", "3"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        *(["--sweep"] if sweep else []),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    try:
+
+        async def started() -> None:
+            while not any(e.get("event") == "sqs poller started" for e in lines):
+                raw = await proc.stdout.readline()  # type: ignore[union-attr]
+                assert raw, "the poller exited before it started"
+                if raw.startswith(b"{"):
+                    lines.append(json.loads(raw))
+
+        await asyncio.wait_for(started(), timeout=30)
+        await asyncio.sleep(1.5)  # seven sweep intervals: any sweeper has swept by now
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, rest.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines += [json.loads(raw) for raw in rest.splitlines() if raw.startswith(b"{")]
+    pollers = [e for e in lines if e.get("event") == "sqs poller started"]
+    assert [(e["queue_url"], e["receivers"]) for e in pollers] == [(url, 3)]
+    receivers = [e["receiver"] for e in lines if e.get("event") == "sqs receiver started"]
+    assert sorted(receivers) == [0, 1, 2]
+    tasks = {e["task"] for e in lines if e.get("event") == "background task started"}
+    assert tasks == ({"sqs-poller", "sweeper"} if sweep else {"sqs-poller"})
+    status = await state.db.fetchval("SELECT status FROM uploads WHERE id = $1", upload_id)
+    assert status == ("expired" if sweep else "pending")
+    if not sweep:
+        assert await state.uploads.sweep() >= 1  # what a server's sweeper would do
