@@ -46,14 +46,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_timeout: float = 5.0
     redis_timeout: float = 2.0
     s3_timeout: float = 5.0
-    # Seconds between in-server sweeps of expired reservations (0 = off).
+    # Seconds between in-server sweeps of expired reservations (0 = off); also the
+    # interval of `gateway events poll-sqs --sweep`.
     sweep_interval: float = 30.0
     # What to do with an object larger than its reservation: delete it and mark the
     # upload rejected, or keep it (charging its real size) and flag the upload.
     oversize_policy: Literal["reject", "keep"] = "reject"
     # Confirm SNS SubscriptionConfirmation messages by visiting their SubscribeURL.
     sns_auto_confirm: bool = False
-    # When set, `gateway serve` also consumes S3 events from this SQS queue.
+    # When set, `gateway serve` also consumes S3 events from this SQS queue
+    # (`gateway events poll-sqs` consumes its --queue-url, whatever this says).
     sqs_queue_url: str | None = None
     # SQS endpoint (unset = AWS, or the S3 endpoint when that is custom, e.g. moto)
     sqs_endpoint_url: str | None = None
