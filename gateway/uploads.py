@@ -536,7 +536,10 @@ class UploadService:
         expires_at = now + timedelta(seconds=self.settings.upload_url_ttl)
         warm_key = (ask.presented.key_id, req.tenant_id)
         snapshot = None
-        if warm_key not in self._warm:  # the statement read the tenant's reservations
+        # whether the statement read the tenant's reservations: as asked when it was
+        # sent (the cache may have changed while it ran; an empty snapshot of a tenant
+        # that has reservations would undercount them)
+        if ctx["snapshot_read"]:
             ids = ctx["pending_ids"] or []
             pending = [
                 Pending(u, req.tenant_id, size, deadline)

@@ -21,7 +21,8 @@ SELECT i.ord, k.secret_hash, k.project_id,
        t.tenant_id IS NOT NULL AS tenant_exists, t.limit_set, t.email AS tenant_email,
        t.storage_limit_bytes AS tenant_limit, t.storage_used_bytes AS tenant_used,
        t.usage_version AS tenant_version,
-       r.ids AS pending_ids, r.sizes AS pending_sizes, r.deadlines AS pending_deadlines
+       i.snapshot AS snapshot_read, r.ids AS pending_ids, r.sizes AS pending_sizes,
+       r.deadlines AS pending_deadlines
 FROM unnest($1::text[], $2::text[], $3::boolean[]) WITH ORDINALITY
      AS i(key_id, tenant_id, snapshot, ord)
 JOIN api_keys k ON k.id = i.key_id AND k.revoked_at IS NULL

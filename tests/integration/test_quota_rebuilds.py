@@ -52,3 +52,48 @@ async def test_a_snapshot_the_journal_no_longer_covers_is_not_installed(state: A
     assert isinstance(await q.reserve(r), Admitted)
     h = await _fields(state, tenant_key(p, "k"))
     assert (h["used"], h["res"]) == ("0", "60")
+
+
+async def test_a_tenant_that_turns_cold_while_its_first_statement_runs(
+    client: Any, state: Any, monkeypatch: Any
+) -> None:
+    """The statement was sent without reading the tenant's reservations (it was warm);
+    while it ran, another request found the tenant's hash gone and marked it cold. The
+    upload must not then be judged against an empty snapshot (seen: 237 admitted for
+    room for 200, under a Redis restart)."""
+    import contextlib
+
+    from gateway.db import Q
+    from gateway.models import LimitUpdate
+
+    p = await make_project(state)
+    await state.tenants.set_limit(p.project_id, "w", LimitUpdate(storage_limit_bytes=30))
+    up = {"tenant_id": "w", "filename": "f.bin", "size_bytes": 20}
+    assert (
+        await client.post("/api/storage/upload/", json=up, headers=p.headers)
+    ).status_code == 200
+    await state.redis.delete(tenant_key(p.project_id, "w"))  # the hash is lost
+    real_acquire = state.db.acquire
+
+    class Conn:
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
+        async def fetch(self, sql: str, *args: Any) -> Any:
+            rows = await self._conn.fetch(sql, *args)
+            if sql == Q.upload_context:
+                state.uploads._warm.clear()  # meanwhile: found cold by another request
+            return rows
+
+    @contextlib.asynccontextmanager
+    async def acquire() -> Any:
+        async with real_acquire() as conn:
+            yield Conn(conn)
+
+    monkeypatch.setattr(state.db, "acquire", acquire)
+    r = await client.post("/api/storage/upload/", json=up, headers=p.headers)
+    assert r.status_code == 413, r.text  # 20 reserved + 20 > 30
+    assert r.json()["storage_reserved_bytes"] == 20
