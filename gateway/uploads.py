@@ -434,6 +434,7 @@ class UploadService:
         out: list[_Recorded | _Refused | BaseException] = [Unauthorized() for _ in asks]
         async with self.db.acquire() as conn:
             warm = self._warm
+            sent = time.monotonic()
             rows = await conn.fetch(
                 Q.upload_context,
                 [a.presented.key_id for a in asks],
@@ -447,7 +448,7 @@ class UploadService:
                 if not auth.matches(row["secret_hash"], ask.presented):
                     continue  # stays Unauthorized
                 try:
-                    plan = self._plan(row, ask)
+                    plan = self._plan(row, ask, sent)
                 except GatewayError as exc:
                     out[i] = exc
                     continue
@@ -502,7 +503,7 @@ class UploadService:
         no request will hear of these rows, so they are removed once Postgres answers."""
         self._keep_orphans((p.project_id, p.tenant_id, p.upload_id) for _, p, _ in planned)
 
-    def _plan(self, ctx: asyncpg.Record, ask: _Ask) -> _Plan | _Refused:
+    def _plan(self, ctx: asyncpg.Record, ask: _Ask, sent: float) -> _Plan | _Refused:
         """Limits and the checks that need no reservation (413/422 without a write)."""
         req = ask.req
         project_id: str = ctx["project_id"]
@@ -547,8 +548,9 @@ class UploadService:
                     ids, ctx["pending_sizes"] or [], ctx["pending_deadlines"] or [], strict=True
                 )
             ]
-            read_ms = int(time.time() * 1000)
-            snapshot = Snapshot(t_usage, pending, read_ms)
+            read_ms = int((time.time() - (time.monotonic() - sent)) * 1000)  # when sent
+            generation = self.quota.generation_before(project_id, sent)
+            snapshot = Snapshot(t_usage, pending, read_ms, generation)
         return _Plan(
             project_id=project_id,
             tenant_id=req.tenant_id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -67,9 +68,11 @@ class Pending(NamedTuple):
 class Snapshot:
     usage: UsageAt
     pending: Sequence[Pending]
-    # when a snapshot read without a rebuild marker was read (ms since the epoch):
-    # it is installed only while the hash's journal covers the time since
+    # when a snapshot read without a rebuild marker was read (ms since the epoch), and
+    # the project's generation known before it was read: it is installed only under
+    # that generation and while the hash's journal covers the time since
     read_ms: int = 0
+    generation: str = ""
 
 
 T = TypeVar("T")
@@ -157,10 +160,14 @@ def deadlines_key(project_id: str) -> str:
     return f"{PREFIX}:{{{project_id}}}:x"
 
 
+def generation_key(project_id: str) -> str:
+    return f"{PREFIX}:{{{project_id}}}:g"
+
+
 def _keys(project_id: str, tenant_id: str) -> list[str]:
     t = tenant_key(project_id, tenant_id)
     p = project_key(project_id)
-    return [t, t + ":rb", p, p + ":rb", deadlines_key(project_id)]
+    return [t, t + ":rb", p, p + ":rb", deadlines_key(project_id), generation_key(project_id)]
 
 
 class QuotaStore:
@@ -180,6 +187,10 @@ class QuotaStore:
         self._holds = redis.register_script(_lua("holds.lua"))
         # A script may touch keys of one hash slot only on Redis Cluster; the keys are
         # tagged by project, so there a batch is split per project (None: by the client).
+        # each project's Redis generation as last answered, and when it was first seen
+        # (time.monotonic()): a snapshot may be installed without a marker only under a
+        # generation known before it was read
+        self._generations: dict[str, tuple[str, float]] = {}
         self._split = (
             isinstance(redis, RedisCluster) if split_per_project is None else split_per_project
         )
@@ -257,10 +268,21 @@ class QuotaStore:
             lambda group: self._judge_call(group, nonce, installs),
         )
         out: list[Verdict] = [_ADMITTED] * len(items)
+        now = time.monotonic()
         for idx, answers in replies:
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = _verdict(answer)
+                project, gen = items[i].project_id, _text(answer[-1])
+                known = self._generations.get(project)
+                if known is None or known[0] != gen:
+                    self._generations[project] = (gen, now)
         return out
+
+    def generation_before(self, project_id: str, started: float) -> str:
+        """The project's generation, if this process saw it before ``started`` (a
+        ``time.monotonic()``); else '' (a snapshot read then is not installed)."""
+        known = self._generations.get(project_id)
+        return known[0] if known is not None and known[1] < started else ""
 
     def _judge_call(
         self,
@@ -274,8 +296,8 @@ class QuotaStore:
         for j, r in enumerate(items):
             keys.extend(_keys(r.project_id, r.tenant_id))
             args.extend(r.script_args())
-            where.setdefault((r.project_id, r.tenant_id), j * 5 + 1)
-            where.setdefault((r.project_id, None), j * 5 + 3)
+            where.setdefault((r.project_id, r.tenant_id), j * 6 + 1)
+            where.setdefault((r.project_id, None), j * 6 + 3)
         mine = {h: (where[h], nonce_snap) for h, nonce_snap in installs.items() if h in where}
         for r in items:  # snapshots read along with the request (no marker)
             h = (r.project_id, r.tenant_id)
@@ -288,6 +310,7 @@ class QuotaStore:
                     k,
                     snap_nonce,
                     snap.read_ms,
+                    snap.generation,
                     snap.usage.used,
                     snap.usage.version,
                     len(snap.pending),

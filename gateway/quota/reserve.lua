@@ -2,18 +2,21 @@
 -- admitted iff used + reserved + size <= limit for its tenant and for the project,
 -- where reserved counts only reservations whose deadline (expires_at + grace) is
 -- still ahead, by this server's clock (TIME), on every replica alike.
--- KEYS, 5 per upload: tenant hash, tenant rebuild marker, project hash, project
+-- KEYS, 6 per upload: tenant hash, tenant rebuild marker, project hash, project
 --       marker, project deadlines (a sorted set: member 'upload|tenant', score the
---       deadline in ms). All share the {project} hash tag (one slot on a Cluster).
+--       deadline in ms), project generation (a random value that a loss of Redis's
+--       data replaces). All share the {project} hash tag (one slot on a Cluster).
 -- ARGV: rebuild nonce, marker ttl (ms), idle ttl (s), n uploads, then 9 per upload:
 --       upload id, size, tenant limit (-1 = none), tenant used, tenant usage version,
 --       project limit (-1 = none), project used, project usage version, deadline (ms);
 --       then m snapshots to install first (rebuilds), each: KEYS index of the hash
 --       (a tenant's or a project's), its marker nonce ('' = none: a snapshot read
---       without a marker, see install), the time it was read (ms), used, usage
---       version, count c, then c x (upload id, tenant, size, deadline).
--- Returns one verdict per upload: {'ok'} | {'missing', tenant nonce|'', project nonce|''}
---       | {'tenant'|'project', used, reserved}
+--       without a marker, see install), the time it was read (ms), the project
+--       generation it was read under, used, usage version, count c, then
+--       c x (upload id, tenant, size, deadline).
+-- Returns one verdict per upload, its project's generation last:
+--       {'ok', gen} | {'missing', tenant nonce|'', project nonce|'', gen}
+--       | {'tenant'|'project', used, reserved, gen}
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[4])
@@ -38,16 +41,22 @@ end
 -- and the reservations that ended; the snapshot is reconciled with it. A snapshot read
 -- after the marker was set must still find the marker (apply.lua deletes it): then
 -- nothing at all happened since. One read without a marker (by the upload path's
--- first statement, for a tenant that may be cold) is installed only while the journal
--- still covers the time since it was read.
+-- first statement, for a tenant that may be cold) is installed only under the project
+-- generation the reader knew before it read (no loss of Redis's data since, which
+-- could have taken reservations admitted after the read), and while the journal still
+-- covers the time since it was read.
 local JOURNAL_COVERS_MS = 60000
-local function install(k, nonce, read_ms, used, ver, first, count)
+local function install(k, nonce, read_ms, gen, used, ver, first, count)
   local h = KEYS[k]
-  local is_tenant = (k - 1) % 5 == 0
+  local is_tenant = (k - 1) % 6 == 0
   local dl = is_tenant and KEYS[k + 4] or KEYS[k + 2]
+  local gkey = is_tenant and KEYS[k + 5] or KEYS[k + 3]
   if redis.call('EXISTS', h) == 1 then return end
   if nonce ~= '' and redis.call('GET', KEYS[k + 1]) ~= nonce then return end
-  if nonce == '' and now - tonumber(read_ms) > JOURNAL_COVERS_MS then return end
+  if nonce == '' then
+    if now - tonumber(read_ms) > JOURNAL_COVERS_MS then return end
+    if gen == '' or redis.call('GET', gkey) ~= gen then return end
+  end
   local journal = h .. ':j'
   local jver = redis.call('HGET', journal, 'ver')
   if jver and tonumber(jver) > tonumber(ver) then
@@ -107,15 +116,23 @@ local function sync(h, used, ver)
   return tonumber(redis.call('HGET', h, 'used') or '0')
 end
 
+-- The project's generation: made (from this call's random nonce) on first use and
+-- after Redis lost its data.
+local function generation(gkey)
+  redis.call('SET', gkey, ARGV[1], 'NX')
+  return redis.call('GET', gkey)
+end
+
 local function reserve(k, a)
   local tkey, tmark, pkey, pmark, dl = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local gen = generation(KEYS[k + 5])
   local tmissing = redis.call('EXISTS', tkey) == 0
   local pmissing = redis.call('EXISTS', pkey) == 0
   if tmissing or pmissing then
     local tn, pn = '', ''
     if tmissing then tn = marker(tmark) end
     if pmissing then pn = marker(pmark) end
-    return {'missing', tn, pn}
+    return {'missing', tn, pn, gen}
   end
   local field = 'r:' .. ARGV[a]
   local member = ARGV[a] .. '|' .. string.sub(tkey, #pkey + 2)
@@ -132,9 +149,9 @@ local function reserve(k, a)
 
   local verdict = nil
   if tlimit >= 0 and tused + tother + size > tlimit then
-    verdict = {'tenant', tused, tother}
+    verdict = {'tenant', tused, tother, gen}
   elseif plimit >= 0 and pused + pother + size > plimit then
-    verdict = {'project', pused, pother}
+    verdict = {'project', pused, pother, gen}
   end
   if verdict then
     drop(tkey, field)
@@ -151,21 +168,22 @@ local function reserve(k, a)
   redis.call('ZADD', dl, ARGV[a + 8], member)
   redis.call('PERSIST', tkey)
   redis.call('PERSIST', pkey)
-  return {'ok'}
+  return {'ok', gen}
 end
 
 local a = 5 + n * 9
 local m = tonumber(ARGV[a])
 a = a + 1
 for _ = 1, m do
-  local count = tonumber(ARGV[a + 5])
-  install(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], a + 6, count)
-  a = a + 6 + count * 4
+  local count = tonumber(ARGV[a + 6])
+  install(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+    a + 7, count)
+  a = a + 7 + count * 4
 end
 
 local out = {}
 for i = 0, n - 1 do
-  local k = i * 5 + 1
+  local k = i * 6 + 1
   expire(KEYS[k + 2], KEYS[k + 4])
   out[i + 1] = reserve(k, 5 + i * 9)
 end

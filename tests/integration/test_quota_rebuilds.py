@@ -1,5 +1,6 @@
 """Rebuilding a missing quota hash from a snapshot read along with the request (no
-rebuild marker): reconciled with the hash's journal, refused when too old."""
+rebuild marker): reconciled with the hash's journal; refused when too old, or when
+Redis lost its data after it was read."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from typing import Any
 
 from gateway.quota import Admitted, Pending, Rejected, Reservation, Snapshot, UsageAt
-from gateway.quota.reservations import tenant_key
+from gateway.quota.reservations import generation_key, tenant_key
 from tests.conftest import make_project
 
 FAR = 4_102_444_800_000  # a deadline in 2100 (ms)
@@ -16,6 +17,15 @@ ZERO = UsageAt(0, 0)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def _generation(state: Any, project_id: str) -> str:
+    """The project's Redis generation, made by a first judgment (of another tenant)."""
+    r = Reservation(project_id, "other", "upl_first", 0, None, ZERO, None, ZERO, FAR)
+    assert isinstance(await state.quota.reserve(r), Admitted)
+    raw = await state.redis.get(generation_key(project_id))
+    assert raw
+    return str(raw.decode())
 
 
 async def _fields(state: Any, key: str) -> dict[str, str]:
@@ -31,7 +41,8 @@ async def test_a_snapshot_older_than_a_change_is_reconciled_with_the_journal(
     missing. The install must count what is true now: used 40, R not reserved."""
     p = (await make_project(state)).project_id
     q = state.quota
-    stale = Snapshot(ZERO, [Pending("upl_r", "j", 50, FAR)], read_ms=_now_ms())
+    gen = await _generation(state, p)
+    stale = Snapshot(ZERO, [Pending("upl_r", "j", 50, FAR)], read_ms=_now_ms(), generation=gen)
     await q.apply(project_id=p, tenant_id="j", tenant_usage=UsageAt(40, 1), released=["upl_r"])
 
     def ask(upload: str, size: int) -> Reservation:
@@ -46,12 +57,38 @@ async def test_a_snapshot_older_than_a_change_is_reconciled_with_the_journal(
 async def test_a_snapshot_the_journal_no_longer_covers_is_not_installed(state: Any) -> None:
     p = (await make_project(state)).project_id
     q = state.quota
-    old = Snapshot(UsageAt(999, 5), [], read_ms=_now_ms() - 120_000)
+    gen = await _generation(state, p)
+    old = Snapshot(UsageAt(999, 5), [], read_ms=_now_ms() - 120_000, generation=gen)
     r = Reservation(p, "k", "upl_c", 60, 100, ZERO, None, ZERO, FAR, snapshot=old)
     # rebuilt from Postgres instead, where the tenant has nothing
     assert isinstance(await q.reserve(r), Admitted)
     h = await _fields(state, tenant_key(p, "k"))
     assert (h["used"], h["res"]) == ("0", "60")
+
+
+async def test_a_snapshot_read_before_redis_lost_its_data_is_not_installed(
+    state: Any,
+) -> None:
+    """Read while the hash existed; then reservations were admitted into it and Redis
+    lost everything (a flush or restart, which the journal does not survive). The
+    snapshot does not count those reservations: it must not be installed."""
+    p = (await make_project(state)).project_id
+    q = state.quota
+    gen = await _generation(state, p)
+    before = Snapshot(ZERO, [], read_ms=_now_ms(), generation=gen)
+    admitted = Reservation(p, "f", "upl_admitted", 60, 100, ZERO, None, ZERO, FAR)
+    assert isinstance(await q.reserve(admitted), Admitted)  # its row is in Postgres...
+    await state.db.execute(
+        "INSERT INTO uploads (id, project_id, tenant_id, object_key, filename, content_type,"
+        " method, declared_size, expires_at, reserved_until) VALUES ('upl_admitted', $1, 'f',"
+        " 'k', 'f', 'x/y', 'PUT', 60, now() + interval '1 hour', now() + interval '2 hours')",
+        p,
+    )
+    for key in await state.redis.keys(f"gwq:{{{p}}}:*"):  # ...and Redis loses everything
+        await state.redis.delete(key)
+    late = Reservation(p, "f", "upl_late", 60, 100, ZERO, None, ZERO, FAR, snapshot=before)
+    # rebuilt from Postgres instead: 60 + 60 > 100
+    assert await q.reserve(late) == Rejected(scope="tenant", used=0, reserved=60)
 
 
 async def test_a_tenant_that_turns_cold_while_its_first_statement_runs(
