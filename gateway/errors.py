@@ -117,6 +117,36 @@ class WebhookDisabled(GatewayError):
     default_detail = "The S3 event webhook is not enabled (set GATEWAY_WEBHOOK_SECRET)"
 
 
+class StorageRefused(GatewayError):
+    """S3 answered, and refused the gateway itself (its credentials, its bucket): a
+    misconfiguration that retrying does not mend, so not a 503."""
+
+    status = 502
+    code = "storage_refused"
+    default_detail = "S3 refused the gateway's request"
+
+    def __init__(self, s3_code: str) -> None:
+        super().__init__(
+            f"S3 refused the gateway's request ({s3_code}): check the gateway's S3"
+            " credentials, bucket name and bucket policy",
+            extra={"s3_code": s3_code},
+        )
+
+
+class NotReady(GatewayError):
+    """/readyz: a dependency does not answer."""
+
+    status = 503
+    code = "not_ready"
+    default_detail = "A dependency is unavailable"
+
+    def __init__(self, checks: dict[str, str], *, retry_after: int) -> None:
+        super().__init__(
+            extra={"status": "unavailable", "checks": checks},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 class DependencyUnavailable(GatewayError):
     status = 503
     code = "dependency_unavailable"

@@ -9,7 +9,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotReady
 
 
 class HealthController(Controller):
@@ -38,15 +38,9 @@ class HealthController(Controller):
                 results[name] = f"unavailable: {type(exc).__name__}"
 
         await asyncio.gather(*(run(n, c) for n, c in checks.items()))
-        ready = all(v == "ok" for v in results.values())
-        body = {"status": "ok" if ready else "unavailable", "checks": results}
-        if ready:
-            return Response(body, status_code=200)
-        return Response(
-            {**body, "detail": "A dependency is unavailable", "code": "not_ready"},
-            status_code=503,
-            headers={"Retry-After": str(state.settings.retry_after)},
-        )
+        if not all(v == "ok" for v in results.values()):
+            raise NotReady(results, retry_after=state.settings.retry_after)
+        return Response({"status": "ok", "checks": results}, status_code=200)
 
     @get("/metrics", operation_id="metrics", media_type=MediaType.TEXT, sync_to_thread=False)
     def metrics(self, state: State) -> Response[bytes]:

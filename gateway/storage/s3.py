@@ -8,14 +8,30 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aioboto3
+import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from gateway.config import Settings
-from gateway.errors import DependencyUnavailable
+from gateway.errors import DependencyUnavailable, GatewayError, StorageRefused
 from gateway.storage.base import ObjectInfo
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# S3 error codes that mean the gateway's own configuration is wrong (credentials,
+# clock, bucket), not that S3 is down
+_REFUSED = {
+    "403",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "RequestTimeTooSkewed",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "AccountProblem",
+}
+
+log = structlog.get_logger(__name__)
 
 
 class S3ObjectStore:
@@ -56,7 +72,14 @@ class S3ObjectStore:
 
         return botocore.session.get_session().get_credentials()
 
-    def unavailable(self, exc: BaseException) -> DependencyUnavailable:
+    def unavailable(self, exc: BaseException) -> GatewayError:
+        """S3 refusing the gateway itself is a misconfiguration (502); anything else
+        that fails is S3 not answering as it should (503, retried)."""
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _REFUSED:
+                log.error("S3 refused the gateway's request", s3_code=code)
+                return StorageRefused(code)
         return DependencyUnavailable("s3", retry_after=self.retry_after, cause=repr(exc))
 
     async def _call(self, name: str, **kwargs: Any) -> Any:

@@ -129,3 +129,25 @@ async def test_readyz_ok(client: httpx.AsyncClient) -> None:
     schema = await client.get("/schema/openapi.json")
     assert schema.status_code == 200 and "/api/storage/upload" in schema.text
     assert (await client.get("/schema")).status_code == 200
+
+
+async def test_s3_refusing_the_gateway_is_a_502_not_an_outage(
+    settings: Settings, project: ProjectKey
+) -> None:
+    """A wrong bucket (or credentials, or policy) is the gateway's misconfiguration:
+    retrying does not mend it, so it is not a 503 with Retry-After."""
+    wrong = _settings(settings, GATEWAY_S3_BUCKET="no-such-bucket-here")
+    async for c in _client(wrong):
+        out = (await c.post("/api/storage/upload/", json=UP, headers=project.headers)).json()
+        r = await c.request(
+            "DELETE",
+            "/api/storage/files/",
+            headers=project.headers,
+            json={"file_path": out["file_path"]},
+        )
+        assert r.status_code == 502, r.text
+        assert r.json()["code"] == "storage_refused" and r.json()["s3_code"] == "NoSuchBucket"
+        assert "retry-after" not in r.headers
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
+        assert ready.json()["checks"]["s3"] != "ok" and ready.json()["checks"]["postgres"] == "ok"
