@@ -134,13 +134,30 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(env: dict[str, str], *, workers: int = 1, log_dir: Path) -> Iterator[Server]:
-    """``python -m bench._server`` (uvicorn, like ``gateway serve``) in a subprocess."""
+def server(
+    env: dict[str, str], *, workers: int = 1, log_dir: Path, kind: str = "uvicorn"
+) -> Iterator[Server]:
+    """``python -m bench._server`` (uvicorn, like ``gateway serve``) in a subprocess.
+
+    ``kind`` is the HTTP server: ``uvicorn`` (on uvloop), or ``granian`` with an
+    optional loop (``granian:uvloop``, ``granian:rloop``, ``granian:asyncio``)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
+    name, _, loop = kind.partition(":")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._server", "--port", str(port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "bench._server",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--server",
+                name,
+                *(["--loop", loop] if loop else []),
+            ],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

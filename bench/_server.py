@@ -103,13 +103,24 @@ class WebhookFloor:
 
 
 def main() -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--server", choices=("uvicorn", "granian"), default="uvicorn", help="HTTP server"
+    )
+    parser.add_argument(
+        "--loop",
+        default="uvloop",
+        help="granian's event loop (uvloop, rloop, asyncio); uvicorn always runs uvloop",
+    )
     args = parser.parse_args()
+    if args.server == "granian":
+        run_granian(args.host, args.port, args.workers, args.loop)
+        return
+    import uvicorn
+
     # The same options as `gateway serve` (gateway/cli.py).
     if args.workers > 1:
         uvicorn.run(
@@ -125,6 +136,26 @@ def main() -> None:
         uvicorn.run(
             create_bench_app(), host=args.host, port=args.port, log_config=None, access_log=False
         )
+
+
+def run_granian(host: str, port: int, workers: int, loop: str) -> None:
+    """granian's ASGI interface (a worker process even for ``--workers 1``), no
+    access log; its own log at warning (start-up and errors only)."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(
+        "bench._server:create_bench_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops(loop),
+        factory=True,
+        log_level=LogLevels.warning,
+        log_access=False,
+    ).serve()
 
 
 if __name__ == "__main__":
