@@ -140,9 +140,12 @@ def server(
     """``python -m bench._server`` (uvicorn, like ``gateway serve``) in a subprocess.
 
     ``kind`` is the HTTP server: ``uvicorn`` (on uvloop), or ``granian`` with an
-    optional loop (``granian:uvloop``, ``granian:rloop``, ``granian:asyncio``)."""
+    optional loop (``granian:uvloop``, ``granian:rloop``, ``granian:asyncio``); for
+    A/B experiments, ``@NAME=VALUE+NAME=VALUE`` after it adds to the environment."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
+    kind, _, extra = kind.partition("@")
+    env = {**env, **dict(item.split("=", 1) for item in extra.split("+") if item)}
     name, _, loop = kind.partition(":")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -164,11 +167,43 @@ def server(
             cwd=ROOT,
         )
     srv = Server(f"http://127.0.0.1:{port}", proc, log_path)
+    profiler = None
     try:
         _wait_ready(srv)
+        profiler = _profile(proc.pid, port)
         yield srv
     finally:
+        if profiler is not None:  # py-spy writes its file on SIGINT
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         srv.stop()
+
+
+def _profile(pid: int, port: int) -> subprocess.Popen[bytes] | None:
+    """With ``BENCH_PROFILE_DIR`` set: ``py-spy record`` on the server (its workers
+    too), collapsed stacks in ``server-PORT.txt`` there (``pip install py-spy``)."""
+    out = os.environ.get("BENCH_PROFILE_DIR")
+    if not out:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--nonblocking",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(Path(out) / f"server-{port}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_ready(srv: Server, timeout: float = 30.0) -> None:
