@@ -126,37 +126,26 @@ class Metrics:
         )
 
 
-class RequestContextMiddleware:
-    """Binds a request id for every log line, logs one line per request, counts it.
+class RequestRecorder:
+    """What every request gets: a request id bound for its log lines, one log line,
+    and its count and duration in the metrics. Used by ``RequestContextMiddleware``
+    and by the routes answered before Litestar's router (the webhook).
 
     It runs on every request, so it is kept lean: label children are cached, the
     request id is 32 hex characters from ``os.urandom`` (a client's ``X-Request-ID``
     is kept when it is printable and at most 128 characters).
     """
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.log = structlog.get_logger("gateway.request")
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
-        children = self._children.get((method, route, status))
-        if children is None:
-            children = (
-                self.metrics.requests.labels(method, route, str(status)),
-                self.metrics.latency.labels(method, route),
-            )
-            self._children[(method, route, status)] = children
-        children[0].inc()
-        children[1].observe(elapsed)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def begin(self, headers: Any) -> bytes:
+        """Binds the request's id (the client's, or a new one) and returns it, for
+        the ``X-Request-ID`` response header."""
         request_id = ""
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"x-request-id":
                 raw = value.decode("latin-1")
                 if 0 < len(raw) <= 128 and raw.isprintable():
@@ -166,7 +155,46 @@ class RequestContextMiddleware:
             request_id = os.urandom(16).hex()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        header = (b"x-request-id", request_id.encode("latin-1"))
+        return request_id.encode("latin-1")
+
+    def end(self, method: str, path: Any, route: str, status: int, elapsed: float) -> None:
+        """Counts the request, logs its line (not for /healthz and /metrics), and
+        unbinds its id."""
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.latency.labels(method, route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        if route not in ("/healthz", "/metrics"):
+            self.log.info(
+                "request",
+                method=method,
+                path=path,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+        structlog.contextvars.clear_contextvars()
+
+
+class RequestContextMiddleware:
+    """The request recorder around every route Litestar routes to: binds a request
+    id for every log line (and answers it as ``X-Request-ID``), logs one line per
+    request, counts it."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.recorder = RequestRecorder(metrics)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = (b"x-request-id", self.recorder.begin(scope["headers"]))
         status = 500
         started = time.perf_counter()
 
@@ -180,17 +208,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("path_template") or "unmatched"
-            method = scope.get("method", "")
-            self._observe(method, route, status, elapsed)
-            if route not in ("/healthz", "/metrics"):
-                self.log.info(
-                    "request",
-                    method=method,
-                    path=scope.get("path"),
-                    route=route,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
-            structlog.contextvars.clear_contextvars()
+            self.recorder.end(
+                scope.get("method", ""),
+                scope.get("path"),
+                scope.get("path_template") or "unmatched",
+                status,
+                time.perf_counter() - started,
+            )
