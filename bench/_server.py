@@ -12,7 +12,10 @@ everything around its work: uvicorn hands ``POST /api/storage/events/s3/`` strai
 to the ingestor, with no Litestar routing, no request middleware (log line, metrics,
 request id), no auth or content checks. What it does cost per event is the floor
 of the webhook at one record per request on this stack. Every other path is the
-gateway's own app.
+gateway's own app. With ``GATEWAY_BENCH_ROUTED=1`` the webhook's POSTs go through
+Litestar's router and the request middleware like every other route (as before
+``gateway.api.events.Webhook``), for A/B runs (``--servers
+uvicorn,uvicorn@GATEWAY_BENCH_ROUTED=1``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ async def presign_only(data: UploadRequest, state: State) -> UploadResponse:
 def create_bench_app() -> Any:
     """uvicorn factory (``--workers`` needs an import string)."""
     app = create_app(Settings.from_env(), extra_route_handlers=[presign_only])
+    if os.environ.get("GATEWAY_BENCH_ROUTED"):  # the webhook's POSTs through Litestar too
+        app.webhook = None  # type: ignore[attr-defined]
     return WebhookFloor(app) if os.environ.get("GATEWAY_BENCH_FLOOR") else app
 
 
