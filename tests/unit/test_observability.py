@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.observability import Metrics, RequestContextMiddleware, render_json
+from gateway.observability import Metrics, RequestContextMiddleware, RequestRecorder, render_json
 
 
 class Custom:
@@ -159,3 +159,41 @@ def test_error_lines_carry_the_traceback_but_no_local_variables(monkeypatch: Any
         if log_format == "json":
             frames = json.loads(out)["exception"][0]["frames"]
             assert frames and all("locals" not in f for f in frames)
+
+
+def test_the_request_line_is_written_as_structlog_would(monkeypatch: Any) -> None:
+    """The JSON request line skips structlog's chain (gateway.observability.
+    _RequestLines): the same bytes, but for the time, and structlog again as soon as
+    its configuration changes (capture_logs)."""
+    import io
+    import re
+
+    from gateway.config import Settings
+    from gateway.observability import configure_logging
+
+    class Stderr(io.StringIO):
+        buffer = io.BytesIO()
+
+    stream = Stderr()
+    monkeypatch.setattr("sys.stderr", stream)
+    before = structlog.get_config()
+    recorder = RequestRecorder(Metrics())
+    try:
+        configure_logging(Settings(log_format="json", log_level="info"))
+        structlog.contextvars.bind_contextvars(request_id="r-1", tenant="ü & \u2028")
+        recorder.end("POST", "/p", "/p", 201, 0.0012345)
+        structlog.contextvars.bind_contextvars(request_id="r-1", tenant="ü & \u2028")
+        structlog.get_logger("gateway.request").info(
+            "request", method="POST", path="/p", route="/p", status=201, duration_ms=1.23
+        )
+        with capture_logs() as logs:
+            structlog.contextvars.bind_contextvars(request_id="r-2")
+            recorder.end("GET", "/q", "/q", 200, 0.001)
+    finally:
+        structlog.configure(**before)
+        structlog.contextvars.clear_contextvars()
+    direct, chained = Stderr.buffer.getvalue().splitlines()
+    stamp = re.compile(rb'"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"')
+    assert stamp.search(direct) and stamp.search(chained)
+    assert stamp.sub(b"T", direct) == stamp.sub(b"T", chained)
+    assert [(e["event"], e["path"]) for e in logs] == [("request", "/q")]  # not in the buffer
