@@ -38,6 +38,7 @@ from gateway.observability import (
     RequestContextMiddleware,
     RequestRecorder,
     configure_logging,
+    flush_logs,
 )
 from gateway.projects import ProjectService
 from gateway.quota import QuotaStore, create_redis
@@ -163,6 +164,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             with contextlib.suppress(Exception):
                 await redis.aclose()
             await db.close()
+            flush_logs()
 
     configure_logging(settings)
     app = GatewayApp(

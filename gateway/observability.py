@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,11 +32,13 @@ def configure_logging(settings: Settings) -> None:
     factory: Any = structlog.PrintLoggerFactory(file=sys.stderr)
     if settings.log_format == "json":
         # msgspec renders a request line about 4x faster than json.dumps (1.3 vs 5.8
-        # µs), and the line is on every request's path; BytesLogger writes the bytes.
+        # µs), and the line is on every request's path; LogBuffer writes the bytes,
+        # those of a loop iteration together.
         serializer: Any = render_json
         stream = getattr(sys.stderr, "buffer", None)
         if stream is not None:
-            factory = structlog.BytesLoggerFactory(file=stream)
+            _log_buffer.use(stream)
+            factory = BufferedLoggerFactory(_log_buffer)
         else:  # a text-only stderr (an embedding host): write the line as text
             serializer = render_json_text
         processors += [
@@ -55,10 +60,107 @@ def configure_logging(settings: Settings) -> None:
     )
     global _request_lines
     _request_lines = None
-    if isinstance(factory, structlog.BytesLoggerFactory) and _LEVELS[settings.log_level] <= 20:
-        _request_lines = _RequestLines(stream, processors, wrapper_class, factory)
+    if isinstance(factory, BufferedLoggerFactory) and _LEVELS[settings.log_level] <= 20:
+        _request_lines = _RequestLines(_log_buffer, processors, wrapper_class, factory)
     # uvicorn's own access log would duplicate our one line per request
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class LogBuffer:
+    """JSON log lines to one stream, written once per event-loop iteration.
+
+    Each write is a system call, and one per request (its log line) measured
+    about 15 µs of the server's CPU per request under load (bench_events, the
+    webhook at one record per request). Lines logged at info or debug in a
+    thread that runs an event loop wait for the end of the loop's current
+    iteration (``call_soon``) and are written together: the lines of all the
+    requests that finished in it. A warning or an error is written at once,
+    after everything before it, and so is a line from a thread without a running
+    loop: the order of lines is kept, and a crash loses at most the info lines
+    of the iteration it happens in. ``flush_logs`` (at exit, at the app's
+    shutdown) writes what waits.
+    """
+
+    def __init__(self) -> None:
+        self.stream: Any = None
+        self.pending: list[bytes] = []
+        self.loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
+        self.lock = threading.Lock()
+
+    def use(self, stream: Any) -> None:
+        self.flush()
+        self.stream = stream
+
+    def later(self, line: bytes) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.now(line)
+            return
+        with self.lock:
+            self.pending.append(line)
+            if self.loop is loop:
+                return
+            if self.loop is not None:  # due on another loop, which may not run again
+                self._write()
+                return
+            self.loop = loop
+        loop.call_soon(self.flush)
+
+    def now(self, line: bytes) -> None:
+        with self.lock:
+            self.pending.append(line)
+            self._write()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._write()
+
+    def _write(self) -> None:
+        self.loop = None
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.stream.write(data)
+            self.stream.flush()
+
+
+class BufferedLogger:
+    """structlog's ``BytesLogger``, through a ``LogBuffer``: info and debug lines
+    at the end of the loop's iteration, the others at once."""
+
+    def __init__(self, buffer: LogBuffer) -> None:
+        self._buffer = buffer
+
+    def info(self, message: bytes) -> None:
+        self._buffer.later(message + b"\n")
+
+    debug = info
+
+    def msg(self, message: bytes) -> None:
+        self._buffer.now(message + b"\n")
+
+    log = warn = warning = fatal = failure = err = error = critical = exception = msg
+
+
+class BufferedLoggerFactory:
+    def __init__(self, buffer: LogBuffer) -> None:
+        self.buffer = buffer
+
+    def __call__(self, *args: Any) -> BufferedLogger:
+        return BufferedLogger(self.buffer)
+
+
+_log_buffer = LogBuffer()
+
+
+def flush_logs() -> None:
+    """Writes the log lines waiting for the end of a loop iteration."""
+    if _log_buffer.stream is not None:
+        _log_buffer.flush()
+
+
+atexit.register(flush_logs)
 
 
 def _console_traceback() -> Any:
@@ -101,8 +203,10 @@ class _RequestLines:
     the line goes through structlog.
     """
 
-    def __init__(self, stream: Any, processors: list[Any], wrapper: Any, factory: Any) -> None:
-        self.stream = stream
+    def __init__(
+        self, buffer: LogBuffer, processors: list[Any], wrapper: Any, factory: Any
+    ) -> None:
+        self.buffer = buffer
         self.processors = processors
         self.chain = tuple(processors)
         self.wrapper = wrapper
@@ -118,14 +222,26 @@ class _RequestLines:
             and config["logger_factory"] is self.factory
         )
 
+    _second: tuple[int, str] = (0, "")
+
+    def timestamp(self) -> str:
+        """What ``TimeStamper(fmt="iso", utc=True)`` writes (``datetime.now`` in UTC,
+        ``isoformat``, ``Z``), from a per-second prefix: 0.5 instead of 1.2 µs."""
+        ns = time.time_ns()
+        second, micro = divmod(ns // 1000, 1_000_000)
+        cached, prefix = self._second
+        if second != cached:
+            prefix = datetime.fromtimestamp(second, tz=UTC).isoformat()[:19]
+            self._second = (second, prefix)
+        return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
+
     def write(self, event: dict[str, Any]) -> None:
         event["event"] = "request"
         for key, value in structlog.contextvars.get_contextvars().items():
             event.setdefault(key, value)
         event["level"] = "info"
-        event["timestamp"] = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
-        self.stream.write(_json.encode(event) + b"\n")
-        self.stream.flush()
+        event["timestamp"] = self.timestamp()
+        self.buffer.later(_json.encode(event) + b"\n")
 
 
 _request_lines: _RequestLines | None = None

@@ -197,3 +197,46 @@ def test_the_request_line_is_written_as_structlog_would(monkeypatch: Any) -> Non
     assert stamp.search(direct) and stamp.search(chained)
     assert stamp.sub(b"T", direct) == stamp.sub(b"T", chained)
     assert [(e["event"], e["path"]) for e in logs] == [("request", "/q")]  # not in the buffer
+
+
+def test_the_request_lines_timestamp_is_time_stampers(monkeypatch: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.observability import _RequestLines
+
+    lines = _RequestLines.__new__(_RequestLines)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for ns in (1_796_000_000_123_456_789, 1_796_000_000_000_000_999, 1_796_000_001_000_001_000):
+        monkeypatch.setattr("time.time_ns", lambda ns=ns: ns)
+        want = (epoch + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+        assert lines.timestamp() == want
+
+
+async def test_log_lines_wait_for_the_end_of_the_loop_iteration_in_order() -> None:
+    """Info lines in a loop: written together once the iteration ends; a warning
+    at once, after what waits; without a running loop, at once."""
+    import asyncio
+    import io
+
+    from gateway.observability import BufferedLogger, LogBuffer
+
+    buffer = LogBuffer()
+    stream = io.BytesIO()
+    buffer.use(stream)
+    log = BufferedLogger(buffer)
+    log.info(b"one")
+    log.info(b"two")
+    assert stream.getvalue() == b""
+    await asyncio.sleep(0)
+    assert stream.getvalue() == b"one\ntwo\n"
+    log.info(b"three")
+    log.warning(b"four")
+    assert stream.getvalue() == b"one\ntwo\nthree\nfour\n"
+    log.info(b"five")
+    await asyncio.to_thread(log.info, b"six")  # no loop in that thread: at once
+    assert stream.getvalue().endswith(b"four\nfive\nsix\n")
+    log.info(b"seven")
+    buffer.flush()
+    assert stream.getvalue().endswith(b"six\nseven\n")
+    await asyncio.sleep(0)  # the flush that was due finds nothing
+    assert stream.getvalue().count(b"seven") == 1
