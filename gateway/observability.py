@@ -78,12 +78,13 @@ class LogBuffer:
     after everything before it, and so is a line from a thread without a running
     loop: the order of lines is kept, and a crash loses at most the info lines
     of the iteration it happens in. ``flush_logs`` (at exit, at the app's
-    shutdown) writes what waits.
+    shutdown) writes what waits. A request's line may wait as its parts (the
+    event dict, its metrics): ``_write`` counts the request and renders the line.
     """
 
     def __init__(self) -> None:
         self.stream: Any = None
-        self.pending: list[bytes] = []
+        self.pending: list[Any] = []  # lines, and (request line, metrics, duration)
         self.loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
         self.lock = threading.Lock()
 
@@ -91,7 +92,7 @@ class LogBuffer:
         self.flush()
         self.stream = stream
 
-    def later(self, line: bytes) -> None:
+    def later(self, line: Any) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -107,7 +108,7 @@ class LogBuffer:
             self.loop = loop
         loop.call_soon(self.flush)
 
-    def now(self, line: bytes) -> None:
+    def now(self, line: Any) -> None:
         with self.lock:
             self.pending.append(line)
             self._write()
@@ -119,9 +120,18 @@ class LogBuffer:
     def _write(self) -> None:
         self.loop = None
         if self.pending:
-            data = b"".join(self.pending)
+            out: list[bytes] = []
+            for item in self.pending:
+                if type(item) is bytes:
+                    out.append(item)
+                else:  # a request: its metrics, then its line
+                    event, children, elapsed = item
+                    children[0].inc()
+                    children[1].observe(elapsed)
+                    out.append(_json.encode(event))
+                    out.append(b"\n")
             self.pending.clear()
-            self.stream.write(data)
+            self.stream.write(b"".join(out))
             self.stream.flush()
 
 
@@ -196,7 +206,8 @@ class _RequestLines:
 
     One line per request is the busiest log call by far; structlog's chain (the
     event dict, five processors, the logger) takes about 6 µs for it, this about
-    2. It writes what that chain writes: the fields, ``event``, the bound context
+    2 (rendered at the end of the loop iteration, ``LogBuffer``). It writes what
+    that chain writes: the fields, ``event``, the bound context
     variables, ``level``, ``timestamp`` (tests/unit/test_observability.py), and it
     is used only while structlog still has the configuration that
     ``configure_logging`` made; otherwise (``capture_logs``, a reconfiguration)
@@ -235,13 +246,15 @@ class _RequestLines:
             self._second = (second, prefix)
         return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: dict[str, Any], children: Any, elapsed: float) -> None:
+        """The line (its context variables and time now), and the request's metrics
+        (``children``: its counter and histogram), at the end of the iteration."""
         event["event"] = "request"
         for key, value in structlog.contextvars.get_contextvars().items():
             event.setdefault(key, value)
         event["level"] = "info"
         event["timestamp"] = self.timestamp()
-        self.buffer.later(_json.encode(event) + b"\n")
+        self.buffer.later((event, children, elapsed))  # rendered and counted in _write
 
 
 _request_lines: _RequestLines | None = None
@@ -323,7 +336,11 @@ class RequestRecorder:
 
     def end(self, method: str, path: Any, route: str, status: int, elapsed: float) -> None:
         """Counts the request, logs its line (not for /healthz and /metrics), and
-        unbinds its id."""
+        unbinds its id. With the JSON log configuration the line is rendered and
+        the request counted at the end of the event loop's iteration, with the
+        other requests that finished in it (``LogBuffer``): in one tight loop
+        that measured 10 µs of CPU per request less than doing it here
+        (bench_events, webhook at 1 record/request; the same in-process)."""
         children = self._children.get((method, route, status))
         if children is None:
             children = (
@@ -331,29 +348,33 @@ class RequestRecorder:
                 self.metrics.latency.labels(method, route),
             )
             self._children[(method, route, status)] = children
-        children[0].inc()
-        children[1].observe(elapsed)
-        if route not in ("/healthz", "/metrics"):
-            lines = _request_lines
-            if lines is not None and lines.active():
-                lines.write(
-                    {
-                        "method": method,
-                        "path": path,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    }
-                )
-            else:
-                self.log.info(
-                    "request",
-                    method=method,
-                    path=path,
-                    route=route,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+        lines = _request_lines
+        if route in ("/healthz", "/metrics"):  # counted, not logged
+            children[0].inc()
+            children[1].observe(elapsed)
+        elif lines is not None and lines.active():
+            lines.write(
+                {
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+                children,
+                elapsed,
+            )
+        else:
+            children[0].inc()
+            children[1].observe(elapsed)
+            self.log.info(
+                "request",
+                method=method,
+                path=path,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
         structlog.contextvars.clear_contextvars()
 
 

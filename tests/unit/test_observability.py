@@ -240,3 +240,38 @@ async def test_log_lines_wait_for_the_end_of_the_loop_iteration_in_order() -> No
     assert stream.getvalue().endswith(b"six\nseven\n")
     await asyncio.sleep(0)  # the flush that was due finds nothing
     assert stream.getvalue().count(b"seven") == 1
+
+
+async def test_request_lines_and_metrics_at_the_end_of_the_iteration(monkeypatch: Any) -> None:
+    import asyncio
+    import io
+
+    from gateway.config import Settings
+    from gateway.observability import configure_logging, flush_logs
+
+    class Stderr(io.StringIO):
+        buffer = io.BytesIO()
+
+    monkeypatch.setattr("sys.stderr", Stderr())
+    before = structlog.get_config()
+    metrics = Metrics()
+    recorder = RequestRecorder(metrics)
+    count = metrics.registry.get_sample_value
+    labels = {"method": "POST", "route": "/p", "status": "200"}
+    try:
+        configure_logging(Settings(log_format="json", log_level="info"))
+        recorder.begin([(b"x-request-id", b"r-9")])
+        recorder.end("POST", "/p", "/p", 200, 0.002)
+        recorder.end("GET", "/healthz", "/healthz", 200, 0.001)  # counted at once, no line
+        assert count("gateway_http_requests_total", labels) == 0  # the child exists
+        assert count(
+            "gateway_http_requests_total", {**labels, "route": "/healthz", "method": "GET"}
+        )
+        assert Stderr.buffer.getvalue() == b""
+        await asyncio.sleep(0)
+        assert count("gateway_http_requests_total", labels) == 1
+        line = json.loads(Stderr.buffer.getvalue())
+        assert (line["route"], line["request_id"], line["status"]) == ("/p", "r-9", 200)
+    finally:
+        flush_logs()
+        structlog.configure(**before)
