@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import statistics
 import sys
 import timeit
 from collections.abc import Callable
@@ -39,6 +41,7 @@ from botocore.config import Config
 from bench._harness import (
     BUCKET,
     CpuMeter,
+    Server,
     Services,
     WrkResult,
     load_average,
@@ -72,6 +75,32 @@ class Case:
     result: WrkResult
     server_us: float  # server CPU per request (all workers)
     postgres_us: float  # CPU of our database's backends per request
+    kind: str = "uvicorn"  # the HTTP server (bench._harness.server)
+
+
+def combined(cases: list[Case]) -> Case:
+    """One case's rounds as one: requests over seconds, CPU per request weighted by
+    requests, the median of the rounds' p50 and p99."""
+    first = cases[0]
+    if len(cases) == 1:
+        return first
+    n = sum(c.result.requests for c in cases)
+    result = WrkResult(
+        requests=n,
+        duration_s=sum(c.result.duration_s for c in cases),
+        p50_ms=statistics.median(c.result.p50_ms for c in cases),
+        p99_ms=statistics.median(c.result.p99_ms for c in cases),
+        non_2xx=sum(c.result.non_2xx for c in cases),
+        socket_errors=sum(c.result.socket_errors for c in cases),
+    )
+    return Case(
+        first.name,
+        first.workers,
+        result,
+        sum(c.server_us * c.result.requests for c in cases) / n,
+        sum(c.postgres_us * c.result.requests for c in cases) / n,
+        first.kind,
+    )
 
 
 async def create_project(svc: Services) -> tuple[str, str]:
@@ -107,12 +136,14 @@ def load(
     )
 
 
-def measured(meter: CpuMeter, name: str, workers: int, run: Callable[[], WrkResult]) -> Case:
+def measured(
+    meter: CpuMeter, name: str, workers: int, run: Callable[[], WrkResult], kind: str = "uvicorn"
+) -> Case:
     meter.start()
     result = run()
     cpu = meter.stop()
     n = max(result.requests, 1)
-    return Case(name, workers, result, cpu["server"] / n * 1e6, cpu["postgres"] / n * 1e6)
+    return Case(name, workers, result, cpu["server"] / n * 1e6, cpu["postgres"] / n * 1e6, kind)
 
 
 def presign_timings(svc: Services, number: int = 5000, repeat: int = 5) -> tuple[float, float]:
@@ -164,6 +195,87 @@ def presign_timings(svc: Services, number: int = 5000, repeat: int = 5) -> tuple
     return ours_us, boto_us
 
 
+def run_cases(
+    args: argparse.Namespace, srv: Server, kind: str, workers: int, api_key: str, svc: Services
+) -> list[Case]:
+    """bare presign, full path hot, full path spread (and at few connections)."""
+    url = srv.base_url
+    meter = CpuMeter(srv.proc.pid, svc.database_url)
+    spread = args.tenants
+    cases = [
+        measured(
+            meter,
+            "bare presign",
+            workers,
+            partial(load, url, BARE, api_key, 1, "hot", args),
+            kind,
+        ),
+        measured(
+            meter,
+            "full, hot",
+            workers,
+            partial(load, url, UPLOAD, api_key, 1, "hot", args),
+            kind,
+        ),
+        measured(
+            meter,
+            "full, spread",
+            workers,
+            partial(load, url, UPLOAD, api_key, spread, "s", args),
+            kind,
+        ),
+    ]
+    if args.low_connections:
+        few = args.low_connections
+        cases.append(
+            measured(
+                meter,
+                "full, hot, few connections",
+                workers,
+                partial(load, url, UPLOAD, api_key, 1, "hot", args, connections=few),
+                kind,
+            )
+        )
+    return cases
+
+
+def print_servers(
+    cases: list[Case],
+    by_server: dict[tuple[str, int], list[Case]],
+    kinds: list[str],
+    worker_counts: list[int],
+    rounds: int,
+) -> None:
+    """Each case under every server, against the first server."""
+    rows: list[list[str]] = []
+    for workers in worker_counts:
+        first = by_server[kinds[0], workers]
+        for i, base in enumerate(first):
+            for kind in kinds:
+                c = by_server[kind, workers][i]
+                rates = [
+                    x.result.rps
+                    for x in cases
+                    if (x.kind, x.workers, x.name) == (kind, workers, c.name)
+                ]
+                rows.append(
+                    [
+                        f"{c.name} [{workers}w, {kind}]",
+                        fmt_rps(c.result),
+                        f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else "",
+                        f"{c.result.p99_ms:.1f}",
+                        f"{c.server_us:,.0f}",
+                        f"{c.result.rps / base.result.rps:.2f}",
+                        f"{c.server_us / base.server_us:.2f}",
+                    ]
+                )
+    print(f"\nHTTP servers ({rounds} interleaved rounds; vs {kinds[0]}):\n")
+    print_table(
+        ["case", "req/s", "per round", "p99 ms", "srv µs/req", "req/s vs first", "cpu vs first"],
+        rows,
+    )
+
+
 def fmt_rps(r: WrkResult) -> str:
     return f"{r.rps:,.0f}"
 
@@ -186,8 +298,22 @@ def main() -> int:
     parser.add_argument(
         "--log-level", default="info", help="server GATEWAY_LOG_LEVEL (info = production default)"
     )
+    parser.add_argument(
+        "--servers",
+        default="uvicorn",
+        help="comma-separated HTTP servers, interleaved: uvicorn, granian, granian:asyncio, "
+        "... (bench/_harness.py server); tables per server and one of them side by side",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every case this many times, the servers' order alternating each round "
+        "(req/s: requests over seconds; p50/p99: the rounds' median)",
+    )
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
+    kinds = [k for k in args.servers.split(",") if k]
 
     load_before = load_average()
     cases: list[Case] = []
@@ -197,42 +323,19 @@ def main() -> int:
         spread_ids = [f"s{n}" for n in range(args.tenants)]
         asyncio.run(warm_quota(svc.settings(), project_id, spread_ids))
         for workers in worker_counts:
-            with server(svc.env(args.log_level), workers=workers, log_dir=tmp) as srv:
-                url = srv.base_url
-                for path in (BARE, UPLOAD):  # warm the code paths (and the hot tenant)
-                    load(url, path, api_key, 1, "hot", args, duration=args.warmup)
-                meter = CpuMeter(srv.proc.pid, svc.database_url)
-                spread = args.tenants
-                cases += [
-                    measured(
-                        meter,
-                        "bare presign",
-                        workers,
-                        partial(load, url, BARE, api_key, 1, "hot", args),
-                    ),
-                    measured(
-                        meter,
-                        "full, hot",
-                        workers,
-                        partial(load, url, UPLOAD, api_key, 1, "hot", args),
-                    ),
-                    measured(
-                        meter,
-                        "full, spread",
-                        workers,
-                        partial(load, url, UPLOAD, api_key, spread, "s", args),
-                    ),
-                ]
-                if args.low_connections:
-                    few = args.low_connections
-                    cases.append(
-                        measured(
-                            meter,
-                            "full, hot, few connections",
-                            workers,
-                            partial(load, url, UPLOAD, api_key, 1, "hot", args, connections=few),
-                        )
+            with contextlib.ExitStack() as stack:
+                servers = {
+                    kind: stack.enter_context(
+                        server(svc.env(args.log_level), workers=workers, log_dir=tmp, kind=kind)
                     )
+                    for kind in kinds
+                }
+                for srv in servers.values():  # warm the code paths (and the hot tenant)
+                    for path in (BARE, UPLOAD):
+                        load(srv.base_url, path, api_key, 1, "hot", args, duration=args.warmup)
+                for rnd in range(args.rounds):
+                    for kind in kinds if rnd % 2 == 0 else reversed(kinds):
+                        cases += run_cases(args, servers[kind], kind, workers, api_key, svc)
 
     failures = 0
     rows: list[list[str]] = []
@@ -258,9 +361,15 @@ def main() -> int:
             ]
         rows.append([case, *cells, ratio, target, verdict(ok) if target else ""])
 
+    by_server: dict[tuple[str, int], list[Case]] = {}
     for workers in worker_counts:
-        bare, hot, spread, *few = (c for c in cases if c.workers == workers)
-        tag = f" [{workers}w]"
+        for kind in kinds:
+            mine = [c for c in cases if c.workers == workers and c.kind == kind]
+            names = list(dict.fromkeys(c.name for c in mine))
+            by_server[kind, workers] = [combined([c for c in mine if c.name == n]) for n in names]
+    for (kind, workers), mine in by_server.items():
+        bare, hot, spread, *few = mine
+        tag = f" [{workers}w{', ' + kind if len(kinds) > 1 else ''}]"
         full_ratio = min(hot.result.rps, spread.result.rps) / bare.result.rps
         hot_ratio = hot.result.rps / spread.result.rps
         p99 = max(hot.result.p99_ms, spread.result.p99_ms)
@@ -340,6 +449,8 @@ def main() -> int:
         "srv/pg µs/req: CPU time of the server process(es) and of our database's Postgres"
         " backends per request (steadier than req/s when other work shares the CPUs)."
     )
+    if len(kinds) > 1:
+        print_servers(cases, by_server, kinds, worker_counts, args.rounds)
     for c in cases:
         if c.result.non_2xx or c.result.socket_errors:
             print(
