@@ -85,7 +85,7 @@ class LogBuffer:
 
     def __init__(self) -> None:
         self.stream: Any = None
-        self.pending: list[Any] = []  # lines, and (request line, metrics, duration)
+        self.pending: list[Any] = []  # lines, and requests (_RequestLines.write)
         self.loop: asyncio.AbstractEventLoop | None = None  # where a flush is due
         self.lock = threading.Lock()
 
@@ -118,22 +118,27 @@ class LogBuffer:
         with self.lock:
             self._write()
 
+    def forget(self) -> None:
+        """In a forked child: what waits is the parent's to write."""
+        self.pending = []
+        self.loop = None
+        self.lock = threading.Lock()
+
     def _write(self) -> None:
         self.loop = None
         if self.pending:
+            items, self.pending = self.pending, []  # taken even if one fails below
             out: list[bytes] = []
-            for item in self.pending:
+            for item in items:
                 if type(item) is bytes:
                     out.append(item)
                 else:  # a request: its metrics, then its line
                     event, children, elapsed, context, ns, lines = item
-                    if context is not None:
-                        lines.complete(event, context, ns)
+                    lines.complete(event, context, ns)
                     children[0].inc()
                     children[1].observe(elapsed)
                     out.append(_json.encode(event))
                     out.append(b"\n")
-            self.pending.clear()
             self.stream.write(b"".join(out))
             self.stream.flush()
 
@@ -174,6 +179,7 @@ def flush_logs() -> None:
 
 
 atexit.register(flush_logs)
+os.register_at_fork(after_in_child=_log_buffer.forget)
 
 
 def _console_traceback() -> Any:
