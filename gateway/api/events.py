@@ -69,13 +69,6 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _encode = msgspec.json.Encoder().encode
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def _authorized(header: str, secret: str) -> bool:
     """MinIO sends ``auth_token`` as given (``Bearer <token>`` or bare); SNS relays
     and curl send ``Bearer <secret>``. Compared in constant time."""
@@ -110,14 +103,18 @@ async def _ingest(
     secret = settings.webhook_secret
     if not secret:
         raise WebhookDisabled()
-    authorization = content_type = content_length = None
-    for key, value in scope["headers"]:  # the first of each, as _header finds it
+    authorization: str | None = None
+    content_type: str | None = None
+    content_length: str | None = None
+    for key, value in scope["headers"]:  # the first of each, in one pass
         if key == b"authorization":
-            authorization = authorization or bytes(value).decode("latin-1")
+            if authorization is None:
+                authorization = bytes(value).decode("latin-1")
         elif key == b"content-type":
-            content_type = content_type or bytes(value).decode("latin-1")
-        elif key == b"content-length":
-            content_length = content_length or bytes(value).decode("latin-1")
+            if content_type is None:
+                content_type = bytes(value).decode("latin-1")
+        elif key == b"content-length" and content_length is None:
+            content_length = bytes(value).decode("latin-1")
     if not _authorized(authorization or "", secret):
         raise Unauthorized("A valid webhook secret is required (Authorization: Bearer …)")
     check_json_content_type("POST", content_type, content_length)
