@@ -129,24 +129,75 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(env: dict[str, str], *, workers: int = 1, log_dir: Path) -> Iterator[Server]:
-    """``python -m bench._server`` (uvicorn, like ``gateway serve``) in a subprocess."""
+def server(
+    env: dict[str, str], *, workers: int = 1, log_dir: Path, kind: str = "uvicorn"
+) -> Iterator[Server]:
+    """``python -m bench._server`` (uvicorn, like ``gateway serve``) in a subprocess.
+
+    ``kind`` is the HTTP server: ``uvicorn`` (on uvloop), or ``granian`` with an
+    optional loop (``granian:uvloop``, ``granian:rloop``, ``granian:asyncio``); for
+    A/B experiments, ``@NAME=VALUE+NAME=VALUE`` after it adds to the environment."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
+    kind, _, extra = kind.partition("@")
+    env = {**env, **dict(item.split("=", 1) for item in extra.split("+") if item)}
+    name, _, loop = kind.partition(":")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._server", "--port", str(port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "bench._server",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--server",
+                name,
+                *(["--loop", loop] if loop else []),
+            ],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
     srv = Server(f"http://127.0.0.1:{port}", proc, log_path)
+    profiler = None
     try:
         _wait_ready(srv)
+        profiler = _profile(proc.pid, port)
         yield srv
     finally:
+        if profiler is not None:  # py-spy writes its file on SIGINT
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         srv.stop()
+
+
+def _profile(pid: int, port: int) -> subprocess.Popen[bytes] | None:
+    """With ``BENCH_PROFILE_DIR`` set: ``py-spy record`` on the server (its workers
+    too), collapsed stacks in ``server-PORT.txt`` there (``pip install py-spy``)."""
+    out = os.environ.get("BENCH_PROFILE_DIR")
+    if not out:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--rate",
+            os.environ.get("BENCH_PROFILE_RATE", "250"),
+            "--format",
+            "raw",
+            "--output",
+            str(Path(out) / f"server-{port}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait_ready(srv: Server, timeout: float = 30.0) -> None:

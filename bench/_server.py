@@ -12,7 +12,10 @@ everything around its work: uvicorn hands ``POST /api/storage/events/s3/`` strai
 to the ingestor, with no Litestar routing, no request middleware (log line, metrics,
 request id), no auth or content checks. What it does cost per event is the floor
 of the webhook at one record per request on this stack. Every other path is the
-gateway's own app.
+gateway's own app. With ``GATEWAY_BENCH_ROUTED=1`` the webhook's POSTs go through
+Litestar's router and the request middleware like every other route (as before
+``gateway.api.events.Webhook``), for A/B runs (``--servers
+uvicorn,uvicorn@GATEWAY_BENCH_ROUTED=1``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ async def presign_only(data: UploadRequest, state: State) -> UploadResponse:
 def create_bench_app() -> Any:
     """uvicorn factory (``--workers`` needs an import string)."""
     app = create_app(Settings.from_env(), extra_route_handlers=[presign_only])
+    if os.environ.get("GATEWAY_BENCH_ROUTED"):  # the webhook's POSTs through Litestar too
+        app.webhook = None  # type: ignore[attr-defined]
     return WebhookFloor(app) if os.environ.get("GATEWAY_BENCH_FLOOR") else app
 
 
@@ -103,13 +108,24 @@ class WebhookFloor:
 
 
 def main() -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--server", choices=("uvicorn", "granian"), default="uvicorn", help="HTTP server"
+    )
+    parser.add_argument(
+        "--loop",
+        default="uvloop",
+        help="granian's event loop (uvloop, rloop, asyncio); uvicorn always runs uvloop",
+    )
     args = parser.parse_args()
+    if args.server == "granian":
+        run_granian(args.host, args.port, args.workers, args.loop)
+        return
+    import uvicorn
+
     # The same options as `gateway serve` (gateway/cli.py).
     if args.workers > 1:
         uvicorn.run(
@@ -125,6 +141,26 @@ def main() -> None:
         uvicorn.run(
             create_bench_app(), host=args.host, port=args.port, log_config=None, access_log=False
         )
+
+
+def run_granian(host: str, port: int, workers: int, loop: str) -> None:
+    """granian's ASGI interface (a worker process even for ``--workers 1``), no
+    access log; its own log at warning (start-up and errors only)."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    Granian(
+        "bench._server:create_bench_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops(loop),
+        factory=True,
+        log_level=LogLevels.warning,
+        log_access=False,
+    ).serve()
 
 
 if __name__ == "__main__":

@@ -25,10 +25,17 @@ def _json(
     return Response(content=body, status_code=status, headers=headers, media_type=MediaType.JSON)
 
 
-def gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
+def gateway_error_parts(exc: GatewayError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, ``{detail, code, ...}`` body and headers of a ``GatewayError``'s
+    response (also for the routes answered before Litestar's router)."""
     if isinstance(exc, DependencyUnavailable):
         log.warning("dependency unavailable", dependency=exc.dependency, cause=exc.cause)
-    return _json(exc.body(), exc.status, exc.headers)
+    return exc.status, exc.body(), exc.headers
+
+
+def gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
+    status, body, headers = gateway_error_parts(exc)
+    return _json(body, status, headers)
 
 
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -68,11 +75,15 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _json({"detail": detail, "code": code}, status, headers)
 
 
-def internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def internal_error_body(exc: Exception) -> dict[str, Any]:
+    """Logs an unexpected error with its traceback (call it in the ``except``
+    block); the body of the 500 response."""
     log.exception("unhandled error", error=type(exc).__name__)
-    return _json(
-        {"detail": "Internal error", "code": "internal_error"}, HTTP_500_INTERNAL_SERVER_ERROR
-    )
+    return {"detail": "Internal error", "code": "internal_error"}
+
+
+def internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return _json(internal_error_body(exc), HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 EXCEPTION_HANDLERS: Any = {

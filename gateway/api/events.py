@@ -6,17 +6,22 @@ plain ASGI handler, not a Litestar ``@post``: request parsing, dependency
 injection and response building cost about as much CPU as applying the event
 (bench/README.md, "The webhook's HTTP cost"). What Litestar would otherwise
 do for it is done here explicitly: the method, the content type, the body size
-limit. Errors are still raised as ``GatewayError``s and become ``{detail, code}``
-responses in ``gateway.api.errors``; the request-id middleware still logs and
-counts every request. ``WEBHOOK_OPERATION`` documents the route in /schema.
+limit. Its POSTs do not even go through Litestar's router: ``Webhook`` answers
+them first (``gateway.app.GatewayApp``), doing the request middleware's job
+itself (request id, log line, metrics) and rendering errors as the exception
+handlers of ``gateway.api.errors`` do (``{detail, code}``). Litestar's route
+(``ingest_s3_events``) answers the rest. ``WEBHOOK_OPERATION`` documents the
+route in /schema.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 
 import msgspec
 from litestar import asgi
+from litestar.datastructures import State
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -29,6 +34,8 @@ from litestar.openapi.spec import (
 from litestar.types import Receive, Scope, Send
 
 from gateway.api.body import check_json_content_type
+from gateway.api.errors import gateway_error_parts, internal_error_body
+from gateway.config import Settings
 from gateway.errors import (
     GatewayError,
     PayloadTooLarge,
@@ -37,6 +44,7 @@ from gateway.errors import (
     WebhookDisabled,
 )
 from gateway.events.ingest import EventIngestor
+from gateway.observability import RequestRecorder
 from gateway.storage.s3events import S3EventError
 
 PATH = "/api/storage/events/s3/"
@@ -58,13 +66,7 @@ class IngestResponse(msgspec.Struct, kw_only=True, frozen=True):
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+_encode = msgspec.json.Encoder().encode
 
 
 def _authorized(header: str, secret: str) -> bool:
@@ -75,8 +77,7 @@ def _authorized(header: str, secret: str) -> bool:
     return hmac.compare_digest(presented.encode(), secret.encode())
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = _header(scope, b"content-length")
+async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is over {limit} bytes")
     chunks: list[bytes] = []
@@ -94,29 +95,50 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-@asgi(PATH, is_mount=False, copy_scope=False, name="ingestS3Events")
-async def ingest_s3_events(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers 2xx only once the events are committed, so senders retry otherwise."""
-    if scope.get("method") != "POST":
-        raise MethodNotAllowed()
-    state = scope["litestar_app"].state
-    secret: str | None = state.settings.webhook_secret
+async def _ingest(
+    scope: Scope, receive: Receive, settings: Settings, ingestor: EventIngestor
+) -> bytes:
+    """A POST's checks (secret, auth, content type, body limit), then the ingest:
+    the response body. Raises ``GatewayError``s."""
+    secret = settings.webhook_secret
     if not secret:
         raise WebhookDisabled()
-    if not _authorized(_header(scope, b"authorization") or "", secret):
+    authorization: str | None = None
+    content_type: str | None = None
+    content_length: str | None = None
+    for key, value in scope["headers"]:  # the first of each, in one pass
+        if key == b"authorization":
+            if authorization is None:
+                authorization = bytes(value).decode("latin-1")
+        elif key == b"content-type":
+            if content_type is None:
+                content_type = bytes(value).decode("latin-1")
+        elif key == b"content-length" and content_length is None:
+            content_length = bytes(value).decode("latin-1")
+    if not _authorized(authorization or "", secret):
         raise Unauthorized("A valid webhook secret is required (Authorization: Bearer …)")
-    check_json_content_type(
-        "POST", _header(scope, b"content-type"), _header(scope, b"content-length")
-    )
-    body = await _read_body(scope, receive, state.settings.max_body_bytes)
-    ingestor: EventIngestor = state.ingestor
+    check_json_content_type("POST", content_type, content_length)
+    body = await _read_body(receive, content_length, settings.max_body_bytes)
     try:
         result = await ingestor.ingest(body)
     except S3EventError as exc:
         raise ValidationFailed(f"Not an S3 event notification: {exc}") from None
-    payload = msgspec.json.encode(
+    return _encode(
         IngestResponse(records=result.records, applied=result.applied, ignored=result.ignored)
     )
+
+
+@asgi(PATH, is_mount=False, copy_scope=False, name="ingestS3Events")
+async def ingest_s3_events(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers 2xx only once the events are committed, so senders retry otherwise.
+
+    The POSTs of an app with a webhook secret are answered before Litestar's
+    router (``Webhook``); Litestar routes the rest here: other methods (405), and
+    any POST when the webhook is off (404)."""
+    if scope.get("method") != "POST":
+        raise MethodNotAllowed()
+    state = scope["litestar_app"].state
+    payload = await _ingest(scope, receive, state.settings, state.ingestor)
     await send(
         {
             "type": "http.response.start",
@@ -125,6 +147,58 @@ async def ingest_s3_events(scope: Scope, receive: Receive, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+# What Litestar makes of both spellings: its scope path and route template.
+_ROUTE = PATH.rstrip("/")
+FAST_PATHS = frozenset({PATH, _ROUTE})
+
+
+class Webhook:
+    """``POST /api/storage/events/s3/`` answered before Litestar's router.
+
+    MinIO posts one event per request, and Litestar's routing, its exception
+    middleware and the request middleware's send wrapper cost about as much CPU
+    as the event's own share of the work (bench/README.md). This does the same
+    job without them: the request recorder (request id bound and answered as
+    ``X-Request-ID``, one log line, the metrics, under the route Litestar would
+    give it), the checks of ``_ingest``, and errors as the exception handlers
+    render them (``{detail, code}`` JSON; unexpected errors logged, 500).
+    ``GatewayApp`` sends it the POSTs to both spellings of the path when the
+    webhook secret is set; everything else goes through Litestar as before.
+    """
+
+    def __init__(self, state: State, recorder: RequestRecorder) -> None:
+        self.state = state
+        self.recorder = recorder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = self.recorder.begin(scope["headers"])
+        started = time.perf_counter()
+        status = 500
+        try:
+            headers: list[tuple[bytes, bytes]] = []
+            try:
+                state = self.state
+                payload = await _ingest(scope, receive, state.settings, state.ingestor)
+                status = 200
+            except GatewayError as exc:
+                status, body, extra = gateway_error_parts(exc)
+                payload = _encode(body)
+                headers = [
+                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()
+                ]
+            except Exception as exc:
+                payload = _encode(internal_error_body(exc))
+            headers += [
+                *_JSON_HEADERS,
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-request-id", request_id),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload, "more_body": False})
+        finally:
+            self.recorder.end("POST", _ROUTE, _ROUTE, status, time.perf_counter() - started)
 
 
 def _integer(description: str) -> Schema:

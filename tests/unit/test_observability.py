@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import structlog
 from structlog.testing import capture_logs
 
-from gateway.observability import Metrics, RequestContextMiddleware, render_json
+from gateway.observability import Metrics, RequestContextMiddleware, RequestRecorder, render_json
 
 
 class Custom:
@@ -159,3 +160,119 @@ def test_error_lines_carry_the_traceback_but_no_local_variables(monkeypatch: Any
         if log_format == "json":
             frames = json.loads(out)["exception"][0]["frames"]
             assert frames and all("locals" not in f for f in frames)
+
+
+def test_the_request_line_is_written_as_structlog_would(monkeypatch: Any) -> None:
+    """The JSON request line skips structlog's chain (gateway.observability.
+    _RequestLines): the same bytes, but for the time, and structlog again as soon as
+    its configuration changes (capture_logs)."""
+    import io
+    import re
+
+    from gateway.config import Settings
+    from gateway.observability import configure_logging
+
+    class Stderr(io.StringIO):
+        buffer = io.BytesIO()
+
+    stream = Stderr()
+    monkeypatch.setattr("sys.stderr", stream)
+    before = structlog.get_config()
+    recorder = RequestRecorder(Metrics())
+    try:
+        configure_logging(Settings(log_format="json", log_level="info"))
+        structlog.contextvars.bind_contextvars(request_id="r-1", tenant="ü & \u2028")
+        recorder.end("POST", "/p", "/p", 201, 0.0012345)
+        structlog.contextvars.bind_contextvars(request_id="r-1", tenant="ü & \u2028")
+        structlog.get_logger("gateway.request").info(
+            "request", method="POST", path="/p", route="/p", status=201, duration_ms=1.23
+        )
+        with capture_logs() as logs:
+            structlog.contextvars.bind_contextvars(request_id="r-2")
+            recorder.end("GET", "/q", "/q", 200, 0.001)
+    finally:
+        structlog.configure(**before)
+        structlog.contextvars.clear_contextvars()
+    direct, chained = Stderr.buffer.getvalue().splitlines()
+    stamp = re.compile(rb'"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"')
+    assert stamp.search(direct) and stamp.search(chained)
+    assert stamp.sub(b"T", direct) == stamp.sub(b"T", chained)
+    assert [(e["event"], e["path"]) for e in logs] == [("request", "/q")]  # not in the buffer
+
+
+def test_the_request_lines_timestamp_is_time_stampers(monkeypatch: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.observability import _RequestLines
+
+    lines = _RequestLines.__new__(_RequestLines)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for ns in (1_796_000_000_123_456_789, 1_796_000_000_000_000_999, 1_796_000_001_000_001_000):
+        monkeypatch.setattr("time.time_ns", lambda ns=ns: ns)
+        want = (epoch + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+        assert lines.timestamp(time.time_ns()) == want
+
+
+async def test_log_lines_wait_for_the_end_of_the_loop_iteration_in_order() -> None:
+    """Info lines in a loop: written together once the iteration ends; a warning
+    at once, after what waits; without a running loop, at once."""
+    import asyncio
+    import io
+
+    from gateway.observability import BufferedLogger, LogBuffer
+
+    buffer = LogBuffer()
+    stream = io.BytesIO()
+    buffer.use(stream)
+    log = BufferedLogger(buffer)
+    log.info(b"one")
+    log.info(b"two")
+    assert stream.getvalue() == b""
+    await asyncio.sleep(0)
+    assert stream.getvalue() == b"one\ntwo\n"
+    log.info(b"three")
+    log.warning(b"four")
+    assert stream.getvalue() == b"one\ntwo\nthree\nfour\n"
+    log.info(b"five")
+    await asyncio.to_thread(log.info, b"six")  # no loop in that thread: at once
+    assert stream.getvalue().endswith(b"four\nfive\nsix\n")
+    log.info(b"seven")
+    buffer.flush()
+    assert stream.getvalue().endswith(b"six\nseven\n")
+    await asyncio.sleep(0)  # the flush that was due finds nothing
+    assert stream.getvalue().count(b"seven") == 1
+
+
+async def test_request_lines_and_metrics_at_the_end_of_the_iteration(monkeypatch: Any) -> None:
+    import asyncio
+    import io
+
+    from gateway.config import Settings
+    from gateway.observability import configure_logging, flush_logs
+
+    class Stderr(io.StringIO):
+        buffer = io.BytesIO()
+
+    monkeypatch.setattr("sys.stderr", Stderr())
+    before = structlog.get_config()
+    metrics = Metrics()
+    recorder = RequestRecorder(metrics)
+    count = metrics.registry.get_sample_value
+    labels = {"method": "POST", "route": "/p", "status": "200"}
+    try:
+        configure_logging(Settings(log_format="json", log_level="info"))
+        recorder.begin([(b"x-request-id", b"r-9")])
+        recorder.end("POST", "/p", "/p", 200, 0.002)
+        recorder.end("GET", "/healthz", "/healthz", 200, 0.001)  # counted at once, no line
+        assert count("gateway_http_requests_total", labels) == 0  # the child exists
+        assert count(
+            "gateway_http_requests_total", {**labels, "route": "/healthz", "method": "GET"}
+        )
+        assert Stderr.buffer.getvalue() == b""
+        await asyncio.sleep(0)
+        assert count("gateway_http_requests_total", labels) == 1
+        line = json.loads(Stderr.buffer.getvalue())
+        assert (line["route"], line["request_id"], line["status"]) == ("/p", "r-9", 200)
+    finally:
+        flush_logs()
+        structlog.configure(**before)
