@@ -663,27 +663,28 @@ async def test_postgres_backends_terminated(
         assert sum(terminated) >= 1, terminated  # the fault did happen
 
 
+def _hang(proxy: FaultProxy, dependency: str) -> Fault:
+    """The fault: ``dependency``, behind ``proxy``, accepts and never answers for
+    HANG_SECONDS, then answers again."""
+
+    async def hang(burst: Burst) -> None:
+        await asyncio.to_thread(proxy.set_mode, "hang")
+        burst.mark(f"{dependency} hangs ({proxy.open_connections()} connections held)")
+        await asyncio.sleep(HANG_SECONDS)
+        await asyncio.to_thread(proxy.set_mode, "pass")
+        burst.mark(f"{dependency} answers again")
+
+    return hang
+
+
 async def test_postgres_hangs(
     fault_db: FaultDb, private_redis: PrivateRedis, s3: EmbeddedS3, tmp_path: Path
 ) -> None:
     with FaultProxy(fault_db.address) as pg:
         env = _env(fault_db.via(pg), private_redis.url, s3)
         async with _gateway(env, tmp_path) as server:
-
-            async def hang(burst: Burst) -> None:
-                await asyncio.to_thread(pg.set_mode, "hang")
-                burst.mark(f"postgres hangs ({pg.open_connections()} connections held)")
-                await asyncio.sleep(HANG_SECONDS)
-                await asyncio.to_thread(pg.set_mode, "pass")
-                burst.mark("postgres answers again")
-
-            await _fault_test(
-                f"postgres accepts, never answers, {HANG_SECONDS}s",
-                server,
-                fault_db,
-                private_redis.url,
-                hang,
-            )
+            name = f"postgres accepts, never answers, {HANG_SECONDS}s"
+            await _fault_test(name, server, fault_db, private_redis.url, _hang(pg, "postgres"))
 
 
 async def test_redis_hangs(
@@ -692,18 +693,5 @@ async def test_redis_hangs(
     with FaultProxy(("127.0.0.1", private_redis.port)) as rd:
         env = _env(fault_db.url, _redis_via(rd), s3)
         async with _gateway(env, tmp_path) as server:
-
-            async def hang(burst: Burst) -> None:
-                await asyncio.to_thread(rd.set_mode, "hang")
-                burst.mark(f"redis hangs ({rd.open_connections()} connections held)")
-                await asyncio.sleep(HANG_SECONDS)
-                await asyncio.to_thread(rd.set_mode, "pass")
-                burst.mark("redis answers again")
-
-            await _fault_test(
-                f"redis accepts, never answers, {HANG_SECONDS}s",
-                server,
-                fault_db,
-                private_redis.url,
-                hang,
-            )
+            name = f"redis accepts, never answers, {HANG_SECONDS}s"
+            await _fault_test(name, server, fault_db, private_redis.url, _hang(rd, "redis"))
