@@ -47,6 +47,15 @@ class NotFound(GatewayError):
     default_detail = "Not found"
 
 
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+    default_detail = "Use POST to deliver S3 event notifications"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Allow": "POST"})
+
+
 class Conflict(GatewayError):
     status = 409
     code = "conflict"

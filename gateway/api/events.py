@@ -38,6 +38,7 @@ from gateway.api.errors import gateway_error_parts, internal_error_body
 from gateway.config import Settings
 from gateway.errors import (
     GatewayError,
+    MethodNotAllowed,
     PayloadTooLarge,
     Unauthorized,
     ValidationFailed,
@@ -48,15 +49,6 @@ from gateway.observability import RequestRecorder
 from gateway.storage.s3events import S3EventError
 
 PATH = "/api/storage/events/s3/"
-
-
-class MethodNotAllowed(GatewayError):
-    status = 405
-    code = "method_not_allowed"
-    default_detail = "Use POST to deliver S3 event notifications"
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Allow": "POST"})
 
 
 class IngestResponse(msgspec.Struct, kw_only=True, frozen=True):
