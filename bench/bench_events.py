@@ -94,6 +94,8 @@ TARGET_VS_FLOOR = 0.9  # the webhook at 1 record/request, against the floor (--f
 TENANTS_PER_PROJECT = 50
 NAMES = ["report.pdf", "photo 2024-05-01.jpg", "résumé.docx", "data_export.csv", "a&b (1).png"]
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+# the pending rows' reservation deadline: in force during the run, whatever T0 is
+LIVE_UNTIL = datetime.now(UTC) + timedelta(hours=2)
 
 
 # -- the workload --------------------------------------------------------------------
@@ -185,6 +187,7 @@ def plan(
                 None,
                 now,
                 now + timedelta(hours=1),
+                LIVE_UNTIL,  # the reservation still counts while the run lasts
             )
         )
         w.events.extend(evs)
