@@ -118,8 +118,9 @@ async def create_tenants(
             " 'f', 'application/pdf', 'PUT', 1048576,"
             " CASE WHEN g % 20 = 0 THEN 'pending' ELSE 'completed' END, now(),"
             " now() + interval '1 hour', now() + interval '2 hours', now()"
-            " FROM generate_series(1, $3::int) g,"
-            " LATERAL (SELECT ($2::text[])[1 + g % array_length($2::text[], 1)] AS t) x",
+            " FROM generate_series(1, $3::int) g"
+            " JOIN unnest($2::text[]) WITH ORDINALITY AS x(t, i)"
+            " ON x.i = 1 + g % cardinality($2::text[])",
             project_id,
             tenant_ids,
             history,
