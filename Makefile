@@ -41,7 +41,8 @@ pytest: $(STAMP) services
 test: $(STAMP) services lint typecheck localstack pytest
 
 bench: $(STAMP) services
-	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+	  || { echo "bench needs wrk (Debian's package): apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/bench_presign.py
 	$(BIN)/python bench/bench_upload_path.py
 	$(BIN)/python bench/bench_events.py
