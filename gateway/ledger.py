@@ -21,7 +21,6 @@ transaction; then the batch is rolled back and applied again, reading that row
 
 from __future__ import annotations
 
-import enum
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,17 +30,13 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 
+from gateway.changes import ChangeKind
 from gateway.db import Database, Q
 from gateway.keys import KeyParts, parse_object_key
 from gateway.quota import QuotaStore, UsageAt
 from gateway.storage.base import ObjectStore
 
 log = structlog.get_logger(__name__)
-
-
-class ChangeKind(enum.Enum):
-    CREATED = "created"
-    REMOVED = "removed"
 
 
 @dataclass(frozen=True, slots=True)

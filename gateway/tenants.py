@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway import keys, limits
+from gateway.changes import ChangeKind
 from gateway.db import Database, Q
 from gateway.errors import NotFound
-from gateway.ledger import ChangeKind, Ledger, ObjectChange
+from gateway.ledger import Ledger, ObjectChange
 from gateway.models import (
     LimitUpdate,
     ProjectUsage,

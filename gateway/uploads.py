@@ -26,6 +26,7 @@ import structlog
 
 from gateway import auth, keys, limits
 from gateway.batching import MicroBatcher
+from gateway.changes import ChangeKind
 from gateway.config import Settings
 from gateway.db import Database, Q, is_unavailable
 from gateway.errors import (
@@ -43,7 +44,7 @@ from gateway.errors import (
 )
 from gateway.ids import new_id, utc_timestamp
 from gateway.keys import parse_object_key
-from gateway.ledger import ChangeKind, Ledger, ObjectChange
+from gateway.ledger import Ledger, ObjectChange
 from gateway.models import (
     DownloadRequest,
     DownloadResponse,

@@ -17,9 +17,8 @@ import httpx
 import structlog
 
 from gateway.batching import MicroBatcher
-from gateway.ledger import ApplyResult, ChangeKind, Ledger, ObjectChange
+from gateway.ledger import ApplyResult, Ledger, ObjectChange
 from gateway.storage.s3events import (
-    EventKind,
     ParsedBody,
     S3Record,
     SnsConfirmation,
@@ -40,7 +39,7 @@ def to_changes(records: Sequence[S3Record], bucket: str) -> tuple[list[ObjectCha
             continue
         changes.append(
             ObjectChange(
-                kind=ChangeKind.CREATED if r.kind is EventKind.CREATED else ChangeKind.REMOVED,
+                kind=r.kind,
                 key=r.key,
                 event_time=r.event_time,
                 size=r.size,

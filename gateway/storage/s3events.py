@@ -49,7 +49,6 @@ version from view, so it is REMOVED.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,9 +57,11 @@ from urllib.parse import unquote_plus
 
 import msgspec
 
+from gateway.changes import ChangeKind
+
 __all__ = [
     "SEQUENCER_KEY_WIDTH",
-    "EventKind",
+    "ChangeKind",
     "ParsedBody",
     "S3EventError",
     "S3Record",
@@ -74,25 +75,20 @@ class S3EventError(ValueError):
     """The body is not an S3 event notification this parser understands."""
 
 
-class EventKind(enum.Enum):
-    CREATED = "created"
-    REMOVED = "removed"
-
-
 # Event names (without the "s3:" prefix) that change what a bucket holds.
 # Everything else — ObjectRestore, Replication, ObjectTagging, ObjectAcl,
 # LifecycleTransition, IntelligentTiering, MinIO's ObjectAccessed/Scanner/
 # PutTagging/NoOP, ... — is counted as ignored.
-_KINDS: Final[dict[str, EventKind]] = {
-    "ObjectCreated:Put": EventKind.CREATED,
-    "ObjectCreated:Post": EventKind.CREATED,
-    "ObjectCreated:Copy": EventKind.CREATED,
-    "ObjectCreated:CompleteMultipartUpload": EventKind.CREATED,
-    "ObjectRemoved:Delete": EventKind.REMOVED,
-    "ObjectRemoved:DeleteMarkerCreated": EventKind.REMOVED,
-    "ObjectRemoved:DeleteAllVersions": EventKind.REMOVED,  # MinIO
-    "LifecycleExpiration:Delete": EventKind.REMOVED,
-    "LifecycleExpiration:DeleteMarkerCreated": EventKind.REMOVED,
+_KINDS: Final[dict[str, ChangeKind]] = {
+    "ObjectCreated:Put": ChangeKind.CREATED,
+    "ObjectCreated:Post": ChangeKind.CREATED,
+    "ObjectCreated:Copy": ChangeKind.CREATED,
+    "ObjectCreated:CompleteMultipartUpload": ChangeKind.CREATED,
+    "ObjectRemoved:Delete": ChangeKind.REMOVED,
+    "ObjectRemoved:DeleteMarkerCreated": ChangeKind.REMOVED,
+    "ObjectRemoved:DeleteAllVersions": ChangeKind.REMOVED,  # MinIO
+    "LifecycleExpiration:Delete": ChangeKind.REMOVED,
+    "LifecycleExpiration:DeleteMarkerCreated": ChangeKind.REMOVED,
 }
 
 _SNS_CONFIRMATION_TYPES: Final = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirmation"})
@@ -105,7 +101,7 @@ SEQUENCER_KEY_WIDTH: Final = 32
 
 @dataclass(frozen=True, slots=True)
 class S3Record:
-    kind: EventKind
+    kind: ChangeKind
     #: What the server sent, minus a leading ``s3:``, e.g. ``ObjectCreated:Put``.
     event_name: str
     bucket: str
@@ -311,7 +307,7 @@ def _parse_record(raw: msgspec.Raw, out: ParsedBody, *, where: str) -> None:
         raise S3EventError(f"{where}object key is empty")
 
     size = obj.size
-    if size is None and kind is EventKind.CREATED and source == "minio:s3":
+    if size is None and kind is ChangeKind.CREATED and source == "minio:s3":
         size = 0  # MinIO drops "size" when it is 0 (json omitempty)
     etag = (obj.e_tag.strip('"') or None) if obj.e_tag else None
     sequencer = obj.sequencer if obj.sequencer and _HEX.fullmatch(obj.sequencer) else None

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from gateway.ledger import ChangeKind, ObjectChange
+from gateway.changes import ChangeKind
+from gateway.ledger import ObjectChange
 from tests.conftest import ProjectKey
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -141,7 +141,8 @@ async def test_listing_filters_and_orders_by_the_percentage_it_shows(
     from datetime import UTC, datetime
 
     from gateway import limits
-    from gateway.ledger import ChangeKind, ObjectChange
+    from gateway.changes import ChangeKind
+    from gateway.ledger import ObjectChange
 
     p = await make_project(state)
     cases = {"a": (1, 32), "b": (2, 3), "c": (7, 10), "d": (69_995, 100_000), "e": (0, 0)}

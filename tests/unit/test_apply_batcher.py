@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from gateway.changes import ChangeKind
 from gateway.events.ingest import ApplyBatcher, EventIngestor
 from gateway.keys import parse_object_key
-from gateway.ledger import ApplyResult, ChangeKind, ObjectChange
+from gateway.ledger import ApplyResult, ObjectChange
 from gateway.observability import Metrics
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from gateway.changes import ChangeKind
 from gateway.keys import parse_object_key
-from gateway.ledger import ChangeKind, ObjectChange, _newer, _Row
+from gateway.ledger import ObjectChange, _newer, _Row
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

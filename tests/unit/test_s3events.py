@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.changes import ChangeKind
 from gateway.storage.s3events import (
     SEQUENCER_KEY_WIDTH,
-    EventKind,
     ParsedBody,
     S3EventError,
     S3Record,
@@ -101,7 +101,7 @@ def test_aws_put() -> None:
     assert parsed.confirmations == []
     assert parsed.records == [
         S3Record(
-            kind=EventKind.CREATED,
+            kind=ChangeKind.CREATED,
             event_name="ObjectCreated:Put",
             bucket="uploads",
             key="prj_1/user_123/résumé final + notes.pdf",
@@ -117,7 +117,7 @@ def test_aws_put() -> None:
 def test_aws_mixed_records_kinds_and_ignored() -> None:
     parsed = parse_fixture("aws_mixed_records.json")
     got = [(r.event_name, r.kind, r.key, r.size, r.etag, r.version_id) for r in parsed.records]
-    created, removed = EventKind.CREATED, EventKind.REMOVED
+    created, removed = ChangeKind.CREATED, ChangeKind.REMOVED
     assert got == [
         ("ObjectCreated:Post", created, "t1/post.bin", 5, "5d41402abc4b2a76b9719d911017c592", None),
         ("ObjectCreated:Copy", created, "t1/copy.bin", 0, "d41d8cd98f00b204e9800998ecf8427e", None),
@@ -181,7 +181,7 @@ def test_sns_unsubscribe_confirmation() -> None:
 
 def test_minio_put() -> None:
     assert only(parse_fixture("minio_put.json")) == S3Record(
-        kind=EventKind.CREATED,
+        kind=ChangeKind.CREATED,
         event_name="ObjectCreated:Put",  # MinIO sends "s3:ObjectCreated:Put"
         bucket="uploads",
         key="prj_1/user_123/summer trip + été.jpg",
@@ -197,7 +197,7 @@ def test_minio_empty_object_has_size_zero() -> None:
     # MinIO's Object.Size is `json:"size,omitempty"`: a 0-byte upload has no size field.
     assert b'"size"' not in load("minio_put_empty.json")
     rec = only(parse_fixture("minio_put_empty.json"))
-    assert rec.kind is EventKind.CREATED
+    assert rec.kind is ChangeKind.CREATED
     assert rec.size == 0
 
 
@@ -205,7 +205,7 @@ def test_minio_complete_multipart_with_version() -> None:
     rec = only(parse_fixture("minio_complete_multipart.json"))
     assert rec.event_name == "ObjectCreated:CompleteMultipartUpload"
     assert (rec.kind, rec.size, rec.version_id) == (
-        EventKind.CREATED,
+        ChangeKind.CREATED,
         104857600,
         "f7c3a8f0-5a8e-4b49-9c7c-2b1f0e4d8a61",
     )
@@ -214,7 +214,7 @@ def test_minio_complete_multipart_with_version() -> None:
 def test_minio_delete_has_no_size_or_etag() -> None:
     rec = only(parse_fixture("minio_delete.json"))
     assert (rec.kind, rec.event_name, rec.key) == (
-        EventKind.REMOVED,
+        ChangeKind.REMOVED,
         "ObjectRemoved:Delete",
         "prj_1/user_123/summer trip + été.jpg",
     )
@@ -225,7 +225,7 @@ def test_minio_delete_has_no_size_or_etag() -> None:
 
 def test_minio_delete_marker_is_removed() -> None:
     rec = only(parse_fixture("minio_delete_marker.json"))
-    assert rec.kind is EventKind.REMOVED
+    assert rec.kind is ChangeKind.REMOVED
     assert rec.event_name == "ObjectRemoved:DeleteMarkerCreated"
     assert rec.version_id == "0e1d2c3b-4a59-4687-9a8b-7c6d5e4f3a2b"
 
@@ -236,7 +236,7 @@ def test_minio_put_tagging_is_ignored() -> None:
 
 def test_moto_put_via_sqs() -> None:
     rec = only(parse_fixture("moto_sqs_put.json"))
-    assert rec.kind is EventKind.CREATED
+    assert rec.kind is ChangeKind.CREATED
     assert rec.bucket == "uploads"
     # moto quote_plus-es the whole key: "/" -> %2F, " " -> +, "+" -> %2B, "%" -> %25
     assert rec.key == "user_123/résumé final +1%2B.pdf"
@@ -258,13 +258,13 @@ def test_moto_put_via_sns_matches_sqs() -> None:
 def test_moto_complete_multipart_and_delete() -> None:
     mpu = only(parse_fixture("moto_sqs_complete_multipart.json"))
     assert (mpu.kind, mpu.event_name, mpu.key, mpu.size) == (
-        EventKind.CREATED,
+        ChangeKind.CREATED,
         "ObjectCreated:CompleteMultipartUpload",
         "user_123/big.bin",
         10,
     )
     deleted = only(parse_fixture("moto_sqs_delete.json"))
-    assert deleted.kind is EventKind.REMOVED
+    assert deleted.kind is ChangeKind.REMOVED
     # Unlike AWS, moto's delete events carry the deleted object's size.
     assert deleted.size == 11
 
@@ -296,8 +296,8 @@ def test_many_records_and_non_s3_records() -> None:
     )
     parsed = parse_notification(body)
     assert [(r.key, r.kind) for r in parsed.records] == [
-        ("one", EventKind.CREATED),
-        ("two", EventKind.REMOVED),
+        ("one", ChangeKind.CREATED),
+        ("two", ChangeKind.REMOVED),
     ]
     assert parsed.ignored == 2
 
@@ -659,7 +659,7 @@ def _check_only_s3_event_error(body: bytes | str) -> None:
     assert isinstance(parsed, ParsedBody)
     assert parsed.ignored >= 0
     for rec in parsed.records:
-        assert isinstance(rec.kind, EventKind)
+        assert isinstance(rec.kind, ChangeKind)
         assert rec.key
         assert rec.bucket
         assert rec.size is None or rec.size >= 0
@@ -776,8 +776,8 @@ def test_moto_live_events_parse() -> None:
 
     assert parsed.ignored == 1  # the s3:TestEvent sent when the configuration is saved
     assert [(r.kind, r.key, r.size) for r in parsed.records] == [
-        (EventKind.CREATED, key, 5),
-        (EventKind.REMOVED, key, 5),
+        (ChangeKind.CREATED, key, 5),
+        (ChangeKind.REMOVED, key, 5),
     ]
     for rec in parsed.records:
         assert rec.sequencer is None
