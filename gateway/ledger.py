@@ -80,7 +80,7 @@ class _NewKeyRace(Exception):
 
 
 @dataclass
-class _Plan:
+class _BatchWrites:
     """One batch's writes, planned from the rows it holds locked."""
 
     applied: int = 0
@@ -243,9 +243,9 @@ class Ledger:
         uploads: dict[str, Any],
         *,
         cancel_pending: bool,
-    ) -> _Plan:
+    ) -> _BatchWrites:
         """What the batch writes, given the rows it holds locked (no I/O)."""
-        plan = _Plan()
+        plan = _BatchWrites()
         t_delta: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         settle: dict[str, tuple[int, str, bool]] = {}
         changed: dict[str, _Row] = {}

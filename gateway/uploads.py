@@ -97,7 +97,9 @@ def _refused_by_sql(exc: BaseException) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class _Admission:
+    """One upload request, planned from its context row: ids, key, limits, usage."""
+
     project_id: str
     tenant_id: str
     upload_id: str
@@ -134,7 +136,7 @@ class _Ask:
 class _Recorded:
     """The database stage's answer: the plan, and whether its pending row was written."""
 
-    plan: _Plan
+    plan: _Admission
     inserted: bool  # False: the Idempotency-Key was used before
     is_new_tenant: bool
     tenant_exists: bool
@@ -285,7 +287,7 @@ class UploadService:
                 del self._in_flight[plan.upload_id]
 
     async def _admit(
-        self, plan: _Plan, rec: _Recorded, req: UploadRequest, started: float
+        self, plan: _Admission, rec: _Recorded, req: UploadRequest, started: float
     ) -> UploadResponse:
         if req.tenant_email and rec.tenant_exists and rec.tenant_email != req.tenant_email:
             await self.db.execute(
@@ -442,7 +444,7 @@ class UploadService:
                 [a.req.tenant_id for a in asks],
                 [(a.presented.key_id, a.req.tenant_id) not in warm for a in asks],
             )
-            planned: list[tuple[int, _Plan, asyncpg.Record]] = []
+            planned: list[tuple[int, _Admission, asyncpg.Record]] = []
             for row in rows:
                 i = row["ord"] - 1
                 ask = asks[i]
@@ -499,12 +501,12 @@ class UploadService:
             )
         return out
 
-    def _unknown_outcome(self, planned: Iterable[tuple[int, _Plan, asyncpg.Record]]) -> None:
+    def _unknown_outcome(self, planned: Iterable[tuple[int, _Admission, asyncpg.Record]]) -> None:
         """The insert may or may not have committed (the connection went mid-statement):
         no request will hear of these rows, so they are removed once Postgres answers."""
         self._keep_orphans((p.project_id, p.tenant_id, p.upload_id) for _, p, _ in planned)
 
-    def _plan(self, ctx: asyncpg.Record, ask: _Ask, sent: float) -> _Plan | _Refused:
+    def _plan(self, ctx: asyncpg.Record, ask: _Ask, sent: float) -> _Admission | _Refused:
         """Limits and the checks that need no reservation (413/422 without a write)."""
         req = ask.req
         project_id: str = ctx["project_id"]
@@ -552,7 +554,7 @@ class UploadService:
             read_ms = int((time.time() - (time.monotonic() - sent)) * 1000)  # when sent
             generation = self.quota.generation_before(project_id, sent)
             snapshot = Snapshot(t_usage, pending, read_ms, generation)
-        return _Plan(
+        return _Admission(
             project_id=project_id,
             tenant_id=req.tenant_id,
             upload_id=upload_id,
@@ -575,7 +577,7 @@ class UploadService:
     async def _insert(
         conn: asyncpg.Connection,
         asks: list[_Ask],
-        planned: list[tuple[int, _Plan, asyncpg.Record]],
+        planned: list[tuple[int, _Admission, asyncpg.Record]],
     ) -> tuple[set[str], set[str]]:
         """One statement for the pending rows (and new tenants): (ids inserted, tenants made)."""
         cols: list[list[Any]] = [[] for _ in range(16)]
@@ -638,7 +640,7 @@ class UploadService:
         return value
 
     async def _replay(
-        self, plan: _Plan, req: UploadRequest, idem: str | None
+        self, plan: _Admission, req: UploadRequest, idem: str | None
     ) -> UploadResponse | None:
         """The earlier upload for this key, or None when the key is free again.
 
