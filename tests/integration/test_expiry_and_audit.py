@@ -15,6 +15,7 @@ from gateway.models import LimitUpdate
 from gateway.quota import Admitted, Reservation, UsageAt
 from gateway.quota.reservations import tenant_key
 from tests.conftest import ProjectKey, make_project, running
+from tests.support.services import settings_on
 
 UPLOAD = "/api/storage/upload/"
 SIZE = 100
@@ -42,15 +43,12 @@ async def test_an_abandoned_reservation_stops_counting_at_its_deadline(
 ) -> None:
     """TTL 2 s + grace 1 s, the sweeper on its default 30 s schedule: the room is back
     within 4 s of the request, without a sweep."""
-    env = {
-        "GATEWAY_DATABASE_URL": settings.database_url,
-        "GATEWAY_REDIS_URL": settings.redis_url,
-        "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "GATEWAY_UPLOAD_URL_TTL": "2",
-        "GATEWAY_RESERVATION_GRACE": "1",
-        "GATEWAY_LOG_LEVEL": "error",
-    }
-    short = Settings.from_env(env)
+    short = settings_on(
+        settings,
+        GATEWAY_UPLOAD_URL_TTL="2",
+        GATEWAY_RESERVATION_GRACE="1",
+        GATEWAY_SWEEP_INTERVAL="",  # the default schedule
+    )
     assert short.sweep_interval == 30.0
     p = await limited(state, "t", SIZE)
     async with running(create_app(short)) as c:

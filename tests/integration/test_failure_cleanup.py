@@ -28,6 +28,7 @@ from gateway.models import LimitUpdate
 from gateway.quota.reservations import tenant_key
 from gateway.uploads import UploadService
 from tests.conftest import ProjectKey, make_project, put_object
+from tests.support.services import assert_503
 
 UPLOAD = "/api/storage/upload/"
 WEBHOOK = "/api/storage/events/s3/"
@@ -86,13 +87,6 @@ def then_raise(
     return wrapped
 
 
-def _503(r: httpx.Response, dependency: str) -> None:
-    assert r.status_code == 503, r.text
-    assert int(r.headers["retry-after"]) >= 1
-    assert r.json()["code"] == "dependency_unavailable"
-    assert r.json()["dependency"] == dependency
-
-
 @pytest.mark.parametrize("calls", [1, 6], ids=["alone", "batched"])
 async def test_insert_cut_mid_statement(
     client: httpx.AsyncClient, state: Any, monkeypatch: pytest.MonkeyPatch, calls: int
@@ -109,7 +103,7 @@ async def test_insert_cut_mid_statement(
         *(client.post(UPLOAD, json=body("t", 10), headers=p.headers) for _ in range(calls))
     )
     for r in answers:
-        _503(r, "postgres")
+        assert_503(r, "postgres")
     await settles_to(client, state, p, "t", (0, 0, 0))
     monkeypatch.undo()
     ok = [await client.post(UPLOAD, json=body("t", 10), headers=p.headers) for _ in range(10)]
@@ -135,7 +129,7 @@ async def test_judge_fails_after_the_script_ran(
     r = await client.post(UPLOAD, json=body("t", 30), headers=p.headers)
     assert r.status_code == status, r.text
     if status == 503:
-        _503(r, "redis")
+        assert_503(r, "redis")
     await settles_to(client, state, p, "t", (0, 0, 0))
     r = await client.post(UPLOAD, json=body("t", 30), headers=p.headers)
     assert r.status_code == 200, r.text
@@ -151,7 +145,7 @@ async def test_presign_fails(
             raise DependencyUnavailable("s3 credentials", cause="no AWS credentials found")
 
     monkeypatch.setattr(state.uploads, "presigner", NoCredentials())
-    _503(await client.post(UPLOAD, json=body("t", 30), headers=p.headers), "s3 credentials")
+    assert_503(await client.post(UPLOAD, json=body("t", 30), headers=p.headers), "s3 credentials")
     await settles_to(client, state, p, "t", (0, 0, 0))
     monkeypatch.undo()
     assert (await client.post(UPLOAD, json=body("t", 30), headers=p.headers)).status_code == 200
@@ -172,7 +166,7 @@ async def test_tenant_email_write_fails(
     r = await client.post(
         UPLOAD, json={**body("t", 30), "tenant_email": "new@example.com"}, headers=p.headers
     )
-    _503(r, "postgres")
+    assert_503(r, "postgres")
     await settles_to(client, state, p, "t", (0, 0, 0))
 
 
@@ -247,7 +241,7 @@ async def test_ledger_commit_fails(
 
     monkeypatch.setattr(state.db, "transaction", failing_commit)
     event = _created_event(out, 40)
-    _503(await client.post(WEBHOOK, json=event, headers=SECRET), "postgres")
+    assert_503(await client.post(WEBHOOK, json=event, headers=SECRET), "postgres")
     await settles_to(client, state, p, "t", (40, 1, 40))  # nothing committed
     monkeypatch.undo()
     assert (await client.post(WEBHOOK, json=event, headers=SECRET)).status_code == 200
@@ -267,7 +261,7 @@ async def test_redis_mirror_fails_after_the_commit(
 
     monkeypatch.setattr(state.quota, "_apply", down)
     event = _created_event(out, 40)
-    _503(await client.post(WEBHOOK, json=event, headers=SECRET), "redis")
+    assert_503(await client.post(WEBHOOK, json=event, headers=SECRET), "redis")
     monkeypatch.undo()
     # the sender retries: Postgres already has it (a no-op), Redis is repaired
     assert (await client.post(WEBHOOK, json=event, headers=SECRET)).status_code == 200

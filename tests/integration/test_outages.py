@@ -12,22 +12,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Settings
 from tests.conftest import ProjectKey, running
-from tests.support.services import free_port
-
-
-def _settings(base: Settings, **env: str) -> Settings:
-    values = {
-        "GATEWAY_DATABASE_URL": base.database_url,
-        "GATEWAY_REDIS_URL": base.redis_url,
-        "GATEWAY_S3_ENDPOINT_URL": base.s3_endpoint_url or "",
-        "GATEWAY_SWEEP_INTERVAL": "0",
-        "GATEWAY_LOG_LEVEL": "error",
-        "GATEWAY_DB_TIMEOUT": "1",
-        "GATEWAY_REDIS_TIMEOUT": "1",
-        "GATEWAY_S3_TIMEOUT": "1",
-        **env,
-    }
-    return Settings.from_env(values)
+from tests.support.services import assert_503, free_port, settings_on
 
 
 async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
@@ -38,14 +23,14 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def pg_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/gateway"
-    async for c in _client(_settings(settings, GATEWAY_DATABASE_URL=url)):
+    async for c in _client(settings_on(settings, GATEWAY_DATABASE_URL=url)):
         yield c
 
 
 @pytest.fixture
 async def redis_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async for c in _client(
-        _settings(settings, GATEWAY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+        settings_on(settings, GATEWAY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     ):
         yield c
 
@@ -53,16 +38,9 @@ async def redis_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def s3_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async for c in _client(
-        _settings(settings, GATEWAY_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+        settings_on(settings, GATEWAY_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
     ):
         yield c
-
-
-def _is_503(r: httpx.Response, dependency: str) -> None:
-    assert r.status_code == 503, r.text
-    assert int(r.headers["retry-after"]) >= 1
-    assert r.json()["code"] == "dependency_unavailable"
-    assert r.json()["dependency"] == dependency
 
 
 UP = {"tenant_id": "u1", "filename": "a.txt", "size_bytes": 3}
@@ -70,10 +48,10 @@ UP = {"tenant_id": "u1", "filename": "a.txt", "size_bytes": 3}
 
 async def test_postgres_down(pg_down: httpx.AsyncClient, project: ProjectKey) -> None:
     started = time.monotonic()
-    _is_503(
+    assert_503(
         await pg_down.get("/api/storage/tenants/u1/usage/", headers=project.headers), "postgres"
     )
-    _is_503(
+    assert_503(
         await pg_down.post("/api/storage/upload/", json=UP, headers=project.headers), "postgres"
     )
     r = await pg_down.get("/readyz")
@@ -83,7 +61,7 @@ async def test_postgres_down(pg_down: httpx.AsyncClient, project: ProjectKey) ->
 
 
 async def test_redis_down(redis_down: httpx.AsyncClient, project: ProjectKey, state: Any) -> None:
-    _is_503(
+    assert_503(
         await redis_down.post("/api/storage/upload/", json=UP, headers=project.headers), "redis"
     )
     # nothing was reserved, and no pending row was left behind
@@ -102,7 +80,7 @@ async def test_s3_down(
     s3_down: httpx.AsyncClient, client: httpx.AsyncClient, project: ProjectKey
 ) -> None:
     out = (await client.post("/api/storage/upload/", json=UP, headers=project.headers)).json()
-    _is_503(
+    assert_503(
         await s3_down.post(
             f"/api/storage/uploads/{out['upload_id']}/complete/", headers=project.headers
         ),
@@ -114,7 +92,7 @@ async def test_s3_down(
         headers=project.headers,
         json={"file_path": out["file_path"]},
     )
-    _is_503(r, "s3")
+    assert_503(r, "s3")
     assert (await s3_down.get("/readyz")).status_code == 503
     # presigning needs no S3 round trip
     r = await s3_down.post("/api/storage/upload/", json=UP, headers=project.headers)
@@ -136,7 +114,7 @@ async def test_s3_refusing_the_gateway_is_a_502_not_an_outage(
 ) -> None:
     """A wrong bucket (or credentials, or policy) is the gateway's misconfiguration:
     retrying does not mend it, so it is not a 503 with Retry-After."""
-    wrong = _settings(settings, GATEWAY_S3_BUCKET="no-such-bucket-here")
+    wrong = settings_on(settings, GATEWAY_S3_BUCKET="no-such-bucket-here")
     async for c in _client(wrong):
         out = (await c.post("/api/storage/upload/", json=UP, headers=project.headers)).json()
         r = await c.request(

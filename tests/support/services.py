@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
+from gateway.config import Settings
 from gateway.dev import free_port as free_port  # one helper, re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,8 +84,6 @@ def new_db_name() -> str:
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -129,3 +130,28 @@ def start_server(env: dict[str, str], log_dir: Path, name: str = "gateway") -> S
         server.stop()
         raise RuntimeError(f"gateway did not start; log:\n{log_path.read_text()[-3000:]}") from None
     return server
+
+
+def settings_on(base: Settings, **env: str) -> Settings:
+    """Settings for another app on the same services as ``base`` (a Settings): bounded
+    1 s waits, the sweeper off, quiet logs; ``env`` overrides (``""`` = the default)."""
+    values = {
+        "GATEWAY_DATABASE_URL": base.database_url,
+        "GATEWAY_REDIS_URL": base.redis_url,
+        "GATEWAY_S3_ENDPOINT_URL": base.s3_endpoint_url or "",
+        "GATEWAY_SWEEP_INTERVAL": "0",
+        "GATEWAY_LOG_LEVEL": "error",
+        "GATEWAY_DB_TIMEOUT": "1",
+        "GATEWAY_REDIS_TIMEOUT": "1",
+        "GATEWAY_S3_TIMEOUT": "1",
+        **env,
+    }
+    return Settings.from_env(values)
+
+
+def assert_503(r: httpx.Response, dependency: str) -> None:
+    """A dependency outage: 503, Retry-After, the error body naming the dependency."""
+    assert r.status_code == 503, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["code"] == "dependency_unavailable"
+    assert r.json()["dependency"] == dependency
