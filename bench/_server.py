@@ -34,10 +34,10 @@ from litestar import Litestar, post
 from litestar.datastructures import State
 
 from bench._http_layers import send_json
+from gateway.api.schemas import UploadRequest, UploadResponse
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.ids import new_id
-from gateway.models import UploadRequest, UploadResponse
 from gateway.storage.presigner import S3Presigner
 
 

@@ -7,17 +7,17 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway import keys, limits
-from gateway.changes import ChangeKind
-from gateway.db import Database, Q
-from gateway.errors import NotFound
-from gateway.ledger import Ledger, ObjectChange
-from gateway.models import (
+from gateway.api.schemas import (
     LimitUpdate,
     ProjectUsage,
     RecalculatedUsage,
     TenantUsage,
     tenant_usage,
 )
+from gateway.changes import ChangeKind
+from gateway.db import Database, Q
+from gateway.errors import NotFound
+from gateway.ledger import Ledger, ObjectChange
 from gateway.storage.base import ObjectStore
 
 Order = Literal[

@@ -25,6 +25,13 @@ import msgspec
 import structlog
 
 from gateway import auth, keys, limits
+from gateway.api.schemas import (
+    DownloadRequest,
+    DownloadResponse,
+    UploadRequest,
+    UploadResponse,
+    UploadStatus,
+)
 from gateway.batching import MicroBatcher
 from gateway.changes import ChangeKind
 from gateway.config import Settings
@@ -45,13 +52,6 @@ from gateway.errors import (
 from gateway.ids import new_id, utc_timestamp
 from gateway.keys import parse_object_key
 from gateway.ledger import Ledger, ObjectChange
-from gateway.models import (
-    DownloadRequest,
-    DownloadResponse,
-    UploadRequest,
-    UploadResponse,
-    UploadStatus,
-)
 from gateway.quota import (
     Admitted,
     Missing,

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Request, delete, post
 
 from gateway.api.body import strict_body
-from gateway.models import Detail, DownloadRequest, DownloadResponse, FileRef
+from gateway.api.schemas import Detail, DownloadRequest, DownloadResponse, FileRef
 from gateway.uploads import UploadService
 
 

@@ -9,7 +9,7 @@ from litestar import Controller, Request, get, patch, post
 from litestar.params import Parameter
 
 from gateway.api.body import strict_body
-from gateway.models import (
+from gateway.api.schemas import (
     TENANT_ID_PATTERN,
     LimitUpdate,
     Page,

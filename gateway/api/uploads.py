@@ -9,9 +9,9 @@ from litestar.params import HeaderParameter, Parameter
 
 from gateway import auth
 from gateway.api.body import strict_body
+from gateway.api.schemas import UploadRequest, UploadResponse, UploadStatus
 from gateway.errors import ValidationFailed
 from gateway.ids import UPLOAD_ID_PATTERN
-from gateway.models import UploadRequest, UploadResponse, UploadStatus
 from gateway.uploads import UploadService
 
 UploadId = Annotated[str, Parameter(pattern=UPLOAD_ID_PATTERN, description="upl_… id")]

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 
+from gateway.api.schemas import LimitUpdate
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.ids import new_id
-from gateway.models import LimitUpdate
 from gateway.quota import Admitted, Reservation, UsageAt
 from gateway.quota.reservations import tenant_key
 from tests.conftest import ProjectKey, make_project, running

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from redis import exceptions as redis_errors
 
+from gateway.api.schemas import LimitUpdate
 from gateway.db import Q
 from gateway.errors import DependencyUnavailable
-from gateway.models import LimitUpdate
 from gateway.quota.reservations import tenant_key
 from gateway.uploads import UploadService
 from tests.conftest import ProjectKey, make_project, put_object

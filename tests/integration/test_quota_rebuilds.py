@@ -100,8 +100,8 @@ async def test_a_tenant_that_turns_cold_while_its_first_statement_runs(
     room for 200, under a Redis restart)."""
     import contextlib
 
+    from gateway.api.schemas import LimitUpdate
     from gateway.db import Q
-    from gateway.models import LimitUpdate
 
     p = await make_project(state)
     await state.tenants.set_limit(p.project_id, "w", LimitUpdate(storage_limit_bytes=30))
