@@ -13,7 +13,7 @@ overwrites and removals, partly out of order. Paths:
 
 * webhook — ``POST /api/storage/events/s3/`` with MinIO webhook bodies, one record
   per request, from ``wrk`` (64 connections) against a uvicorn server process;
-  concurrent requests are coalesced by the ApplyBatcher into shared transactions;
+  concurrent requests are coalesced by the LedgerBatcher into shared transactions;
 * webhook, bodies of 10 — the same endpoint with SQS-sized ``{"Records": [...]}``
   bodies of 10 MinIO records (8 and 64 connections);
 * SQS batches — ``EventIngestor.ingest`` with 10-record bodies from several
@@ -352,7 +352,7 @@ async def run_in_process(
 
         async def one_per_tx(body: str) -> None:
             _, changes, _ = ingestor.parse(body)
-            await ledger.apply(changes)
+            await ledger.settle(changes)
 
         for w, callers in baselines:
             bodies = [dumps({"Records": [aws_record(e)]}) for e in w.events]

@@ -32,9 +32,9 @@ import structlog
 from gateway.config import Settings
 from gateway.db import Database, create_database
 from gateway.errors import DependencyUnavailable
-from gateway.events.ingest import ApplyBatcher, EventIngestor
+from gateway.events.ingest import EventIngestor, LedgerBatcher
 from gateway.events.sqs import SqsPoller, sqs_client
-from gateway.ledger import Ledger
+from gateway.ledger import Ledger, Policy
 from gateway.observability import Metrics
 from gateway.projects import ProjectService
 from gateway.quota import QuotaStore, create_redis
@@ -88,7 +88,7 @@ class Runtime:
     uploads: UploadService
     tenants: TenantService
     projects: ProjectService
-    batcher: ApplyBatcher
+    batcher: LedgerBatcher
     ingestor: EventIngestor
     poller: SqsPoller | None = None
 
@@ -162,7 +162,9 @@ class Runtime:
             addressing=s.s3_addressing,
             credentials=_credentials(self.store.botocore_credentials()),
         )
-        self.ledger = Ledger(self.db, self.quota, self.store, oversize_policy=s.oversize_policy)
+        self.ledger = Ledger(
+            self.db, self.quota, self.store, policy=Policy(oversize=s.oversize_policy)
+        )
         self.uploads = UploadService(
             s, self.db, self.quota, self.presigner, self.store, self.ledger
         )
@@ -171,7 +173,7 @@ class Runtime:
             self.db, self.store, self.ledger, max_file_size=s.max_file_size
         )
         self.projects = ProjectService(self.db)
-        self.batcher = ApplyBatcher(self.ledger, metrics=self.metrics)
+        self.batcher = LedgerBatcher(self.ledger, metrics=self.metrics)
         stack.push_async_callback(self.batcher.stop)
         self.ingestor = EventIngestor(
             self.batcher,

@@ -147,17 +147,17 @@ class TenantService:
                 )
             )
             if len(batch) >= 500:
-                await self.ledger.apply(batch)
+                await self.ledger.settle(batch)
                 batch = []
         if batch:
-            await self.ledger.apply(batch)
+            await self.ledger.settle(batch)
         gone = [
             ObjectChange(kind=ChangeKind.REMOVED, key=r["object_key"], event_time=started)
             for r in await self.db.fetch(Q.tenant_objects, project_id, tenant_id)
             if r["present"] and r["object_key"] not in seen
         ]
         for i in range(0, len(gone), 500):
-            await self.ledger.apply(gone[i : i + 500])
+            await self.ledger.settle(gone[i : i + 500])
         after = await self.usage(project_id, tenant_id)
         return RecalculatedUsage(
             **{f: getattr(after, f) for f in after.__struct_fields__},

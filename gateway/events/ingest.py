@@ -1,7 +1,7 @@
 """From notification bodies to ledger changes, applied in shared transactions.
 
-Both paths (webhook, SQS) parse with ``gateway.storage.s3events`` and apply through
-``ApplyBatcher``: concurrent deliveries are coalesced into one ledger transaction,
+Both paths (webhook, SQS) parse with ``gateway.storage.s3events`` and settle through
+``LedgerBatcher``: concurrent deliveries are coalesced into one ledger transaction,
 and each caller learns the outcome of the transaction that carried its records (so
 a webhook answers 2xx only once its events are committed).
 """
@@ -17,7 +17,7 @@ import httpx
 import structlog
 
 from gateway.batching import MicroBatcher
-from gateway.ledger import ApplyResult, Ledger, ObjectChange
+from gateway.ledger import Ledger, ObjectChange, Settlement
 from gateway.storage.s3events import (
     ParsedBody,
     S3Record,
@@ -51,7 +51,7 @@ def to_changes(records: Sequence[S3Record], bucket: str) -> tuple[list[ObjectCha
     return changes, other
 
 
-class ApplyBatcher:
+class LedgerBatcher:
     """Coalesces concurrent ``submit`` calls into shared ledger transactions.
 
     Each caller learns the outcome of the transaction that carried its changes.
@@ -69,21 +69,21 @@ class ApplyBatcher:
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics  # gateway_ledger_batch_changes: transactions and changes
-        self._batcher: MicroBatcher[list[ObjectChange], ApplyResult] = MicroBatcher(
-            self._apply, max_batch=max_changes, weight=len
+        self._batcher: MicroBatcher[list[ObjectChange], Settlement] = MicroBatcher(
+            self._settle, max_batch=max_changes, weight=len
         )
 
-    async def submit(self, changes: list[ObjectChange]) -> ApplyResult:
+    async def submit(self, changes: list[ObjectChange]) -> Settlement:
         if not changes:
-            return ApplyResult()
+            return Settlement()
         return await self._batcher.submit(changes)
 
     async def stop(self) -> None:
         await self._batcher.close()
 
-    async def _apply(self, batch: list[list[ObjectChange]]) -> list[ApplyResult]:
+    async def _settle(self, batch: list[list[ObjectChange]]) -> list[Settlement]:
         changes = [c for item in batch for c in item]
-        result = await self.ledger.apply(changes)
+        result = await self.ledger.settle(changes)
         if self.metrics is not None:  # once per batch: its callers share the result
             self.metrics.ledger_batches.observe(len(changes))
             if result.ignored:
@@ -101,7 +101,7 @@ class IngestResult:
 class EventIngestor:
     def __init__(
         self,
-        batcher: ApplyBatcher,
+        batcher: LedgerBatcher,
         *,
         bucket: str,
         metrics: Any = None,
@@ -121,9 +121,11 @@ class EventIngestor:
         parsed, changes, other = self.parse(body)
         for confirmation in parsed.confirmations:
             await self.confirm(confirmation)
-        return await self.apply(changes, ignored=parsed.ignored + other)
+        return await self.ingest_changes(changes, ignored=parsed.ignored + other)
 
-    async def apply(self, changes: list[ObjectChange], *, ignored: int = 0) -> IngestResult:
+    async def ingest_changes(
+        self, changes: list[ObjectChange], *, ignored: int = 0
+    ) -> IngestResult:
         if changes:
             # The batch result covers everyone's changes; report ours by count only.
             await self.batcher.submit(changes)

@@ -3,7 +3,7 @@
 Long polling, batches of up to 10 messages, messages deleted only after the commit
 (the delete overlapping the next receive), exponential back-off on errors, a clean
 stop when its ``stop`` event is set. Several receive loops run at once
-(``receivers``); the ApplyBatcher merges what they receive into shared ledger
+(``receivers``); the LedgerBatcher merges what they receive into shared ledger
 transactions, so throughput grows with them while each message is still deleted
 only once its own changes are committed. It runs as a job of gateway.runtime.Runtime
 (``gateway events poll-sqs``, or ``gateway serve`` with GATEWAY_SQS_QUEUE_URL).
@@ -47,11 +47,11 @@ class SqsPoller:
         self.processed = 0
 
     async def poll_once(self) -> int:
-        """One receive → apply → delete cycle. Returns the number of messages handled."""
+        """One receive → ingest → delete cycle. Returns the number of messages handled."""
         messages = await self._receive()
         if not messages:
             return 0
-        await self._delete(await self._apply(messages), len(messages))
+        await self._delete(await self._ingest(messages), len(messages))
         return len(messages)
 
     async def _receive(self) -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ class SqsPoller:
         messages: list[dict[str, Any]] = resp.get("Messages", [])
         return messages
 
-    async def _apply(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    async def _ingest(self, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         """Parses and commits the messages' changes; answers the delete entries. A
         failure raises, and the messages are left to be redelivered."""
         changes: list[ObjectChange] = []
@@ -83,7 +83,8 @@ class SqsPoller:
                 changes.extend(ch)
                 ignored += parsed.ignored + other
             done.append({"Id": str(len(done)), "ReceiptHandle": m["ReceiptHandle"]})
-        await self.ingestor.apply(changes, ignored=ignored)  # raises → not deleted → retried
+        # raises → not deleted → redelivered
+        await self.ingestor.ingest_changes(changes, ignored=ignored)
         return done
 
     async def _delete(self, entries: list[dict[str, str]], count: int) -> None:
@@ -141,7 +142,7 @@ class SqsPoller:
                 try:
                     messages = receive.result()
                     if messages:  # received: applied and deleted even if a stop comes now
-                        entries = await self._apply(messages)
+                        entries = await self._ingest(messages)
                         if deleting is not None:
                             await deleting
                         deleting = asyncio.create_task(self._delete(entries, len(messages)))

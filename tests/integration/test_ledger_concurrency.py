@@ -38,7 +38,7 @@ async def test_the_same_new_key_in_concurrent_transactions_counts_once(
         for k in keys
     ]
     # 16 transactions at once (as 16 replicas would), each carrying every new key
-    await asyncio.gather(*(state.ledger.apply(changes) for _ in range(16)))
+    await asyncio.gather(*(state.ledger.settle(changes) for _ in range(16)))
     u = await usage(client, project, "cc")
     assert (u["storage_used_bytes"], u["total_files"]) == (2000, 20)
     total = (await client.get("/api/storage/usage/", headers=project.headers)).json()
@@ -63,8 +63,8 @@ async def test_removal_overtaking_creation_still_settles_the_upload(
         event_time=T0 - timedelta(seconds=1),
         sequencer="01",
     )
-    await state.ledger.apply([removed])
-    await state.ledger.apply([created])  # late and stale: ignored for usage
+    await state.ledger.settle([removed])
+    await state.ledger.settle([created])  # late and stale: ignored for usage
     st = (
         await client.get(f"/api/storage/uploads/{out['upload_id']}/", headers=project.headers)
     ).json()
@@ -79,7 +79,7 @@ async def test_concurrent_transactions_on_a_new_tenant_mixing_new_and_known_keys
     """No tenant row yet; half the keys exist before, half are new; some keys belong
     to no project. Every transaction carries all of them, in its own order."""
     known = [f"{project.project_id}/fresh/manual/old{i}" for i in range(10)]
-    await state.ledger.apply(
+    await state.ledger.settle(
         [ObjectChange(kind=ChangeKind.CREATED, key=k, size=10, event_time=T0) for k in known]
     )
     new = [f"{project.project_id}/fresh/manual/new{i}" for i in range(10)]
@@ -90,7 +90,7 @@ async def test_concurrent_transactions_on_a_new_tenant_mixing_new_and_known_keys
         ObjectChange(kind=ChangeKind.CREATED, key="prj_nosuch/t/x/y", size=5, event_time=later),
     ]
     results = await asyncio.gather(
-        *(state.ledger.apply(changes[i:] + changes[:i]) for i in range(0, 21, 3))
+        *(state.ledger.settle(changes[i:] + changes[:i]) for i in range(0, 21, 3))
     )
     assert all(r.ignored == 1 for r in results)
     assert sum(r.applied for r in results) == 20 * len(results)  # ties apply as no-ops
@@ -123,7 +123,7 @@ async def _walk(state: Any, keys: list[str], *, steps: int, replicas: int) -> No
 
         async def one(step: int) -> None:
             try:
-                await state.ledger.apply(batch(step))
+                await state.ledger.settle(batch(step))
             finally:
                 in_flight.release()
 
@@ -139,13 +139,13 @@ async def _walk(state: Any, keys: list[str], *, steps: int, replicas: int) -> No
 
 def _count_attempts(state: Any, monkeypatch: Any) -> list[int]:
     attempts = [0]
-    apply_once = state.ledger._apply
+    settle_once = state.ledger._settle_once
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         attempts[0] += 1
-        return await apply_once(*args, **kwargs)
+        return await settle_once(*args, **kwargs)
 
-    monkeypatch.setattr(state.ledger, "_apply", counted)
+    monkeypatch.setattr(state.ledger, "_settle_once", counted)
     return attempts
 
 

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 import gateway.runtime
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.events.ingest import ApplyBatcher
+from gateway.events.ingest import LedgerBatcher
 from gateway.quota import create_redis
 from gateway.runtime import Runtime
 from gateway.storage.s3 import S3ObjectStore
@@ -95,7 +95,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Opened]:
     noted(Database, "close", "db")
     noted(S3ObjectStore, "close", "store")
     noted(UploadService, "close", "uploads")
-    noted(ApplyBatcher, "stop", "batcher")
+    noted(LedgerBatcher, "stop", "batcher")
     yield seen
 
 

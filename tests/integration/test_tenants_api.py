@@ -157,7 +157,7 @@ async def test_listing_filters_and_orders_by_the_percentage_it_shows(
         if used:
             key = f"{p.project_id}/{tenant}/obj.bin"
             now = datetime.now(UTC)
-            await state.ledger.apply([ObjectChange(ChangeKind.CREATED, key, now, size=used)])
+            await state.ledger.settle([ObjectChange(ChangeKind.CREATED, key, now, size=used)])
     shown = {t: limits.percentage(u, lim) for t, (u, lim) in cases.items()}
     for threshold in (3.13, 66.67, 70, 100, 125):
         r = await client.get(

@@ -1,4 +1,4 @@
-"""ApplyBatcher: concurrent submissions share one ledger call, and the batch-wide
+"""LedgerBatcher: concurrent submissions share one ledger call, and the batch-wide
 metrics are counted once per batch (its callers share one result)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from gateway.changes import ChangeKind
-from gateway.events.ingest import ApplyBatcher, EventIngestor
+from gateway.events.ingest import EventIngestor, LedgerBatcher
 from gateway.keys import parse_object_key
-from gateway.ledger import ApplyResult, ObjectChange
+from gateway.ledger import ObjectChange, Settlement
 from gateway.observability import Metrics
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -25,10 +25,10 @@ class FakeLedger:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    async def apply(self, changes: Sequence[ObjectChange], **_: Any) -> ApplyResult:
+    async def settle(self, changes: Sequence[ObjectChange], **_: Any) -> Settlement:
         self.calls.append(len(changes))
         outside = sum(1 for c in changes if parse_object_key(c.key) is None)
-        return ApplyResult(applied=len(changes) - outside, ignored=outside)
+        return Settlement(applied=len(changes) - outside, ignored=outside)
 
 
 def change(key: str) -> ObjectChange:
@@ -37,10 +37,10 @@ def change(key: str) -> ObjectChange:
 
 async def test_one_batch_counts_its_metrics_once() -> None:
     metrics, ledger = Metrics(), FakeLedger()
-    batcher = ApplyBatcher(ledger, metrics=metrics)  # type: ignore[arg-type]
+    batcher = LedgerBatcher(ledger, metrics=metrics)  # type: ignore[arg-type]
     ingestor = EventIngestor(batcher, bucket="uploads", metrics=metrics)
     bodies = [[change("prj_a/t/upl_1/x"), change("outside/key")] for _ in range(5)]
-    results = await asyncio.gather(*(ingestor.apply(b) for b in bodies))
+    results = await asyncio.gather(*(ingestor.ingest_changes(b) for b in bodies))
     assert ledger.calls == [10]  # one transaction for the five deliveries
     assert [r.applied for r in results] == [2] * 5
     sample = metrics.registry.get_sample_value
@@ -59,11 +59,11 @@ class GatedBatcher:
         self.entered = asyncio.Event()
         self.applied = 0
 
-    async def submit(self, changes: list[ObjectChange]) -> ApplyResult:
+    async def submit(self, changes: list[ObjectChange]) -> Settlement:
         self.entered.set()
         await self.release.wait()
         self.applied += len(changes)
-        return ApplyResult(applied=len(changes))
+        return Settlement(applied=len(changes))
 
 
 class FakeSqs:
@@ -141,9 +141,9 @@ class CountingBatcher:
     def __init__(self) -> None:
         self.applied = 0
 
-    async def submit(self, changes: list[ObjectChange]) -> ApplyResult:
+    async def submit(self, changes: list[ObjectChange]) -> Settlement:
         self.applied += len(changes)
-        return ApplyResult(applied=len(changes))
+        return Settlement(applied=len(changes))
 
 
 def _body(key: str) -> str:

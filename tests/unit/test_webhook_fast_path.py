@@ -18,7 +18,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.errors import DependencyUnavailable
 from gateway.events.ingest import EventIngestor
-from gateway.ledger import ApplyResult
+from gateway.ledger import Settlement
 
 PATH = "/api/storage/events/s3/"
 SECRET = "fast-path-secret"
@@ -67,12 +67,12 @@ CASES: list[tuple[str, str, list[tuple[bytes, bytes]], list[bytes], str]] = [
 class Batcher:
     mode = "ok"
 
-    async def submit(self, changes: Any) -> ApplyResult:
+    async def submit(self, changes: Any) -> Settlement:
         if self.mode == "down":
             raise DependencyUnavailable("postgres", cause="connection refused")
         if self.mode == "bug":
             raise RuntimeError("a bug")
-        return ApplyResult()
+        return Settlement()
 
 
 @pytest.fixture
