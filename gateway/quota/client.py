@@ -21,7 +21,7 @@ class _HiredisPacking:
     """Commands packed by hiredis, as redis-py's own synchronous connections do when
     hiredis is installed (its asyncio ones pack in Python, which took most of the CPU
     of a ledger batch's script call: hundreds of arguments). The bytes are the same
-    (tests/unit/test_redis_packing.py)."""
+    (tests/unit/test_quota_client.py)."""
 
     _serializer = HiredisRespSerializer()
 

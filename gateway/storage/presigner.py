@@ -3,7 +3,7 @@
 URLs are byte-identical to what botocore's ``generate_presigned_url`` /
 ``generate_presigned_post`` give for the same inputs and signing time, for a client
 configured with ``Config(signature_version="s3v4", s3={"addressing_style": ...})``
-(tests/unit/test_sigv4.py checks this). Two deliberate differences, both only
+(tests/unit/test_storage_sigv4.py checks this). Two deliberate differences, both only
 reachable with inputs botocore mishandles:
 
 * a Content-Type of exactly ``application/x-www-form-urlencoded; charset=utf-8`` is

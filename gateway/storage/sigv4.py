@@ -3,7 +3,7 @@
 Follows "Authenticating Requests: Using Query Parameters (AWS Signature Version 4)"
 (https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html) and
 produces byte-for-byte what botocore's ``S3SigV4QueryAuth`` produces for the same
-request, credentials and signing time (tests/unit/test_sigv4.py checks this). In
+request, credentials and signing time (tests/unit/test_storage_sigv4.py checks this). In
 particular, like botocore:
 
 * the URL path is signed exactly as it appears in the URL (S3 does not normalise
