@@ -16,7 +16,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # .dockerignore admits only what the package needs (pyproject.toml, README.md, gateway/,
-# migrations/), so no local .env, .venv or .git ever reaches the image.
+# migrations/), so no local .env, .venv or .git ever reaches the image, nor devtools/
+# (`gateway dev`, its moto S3, the demo page): in the image `gateway dev` says it needs a
+# source checkout. No extras: moto is not installed.
 COPY . .
 RUN pip install . \
  && gateway --help >/dev/null

@@ -25,8 +25,8 @@ services:
 	  echo "  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway devtools tests bench examples
+	$(BIN)/ruff format --check gateway devtools tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

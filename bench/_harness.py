@@ -34,10 +34,10 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import redis as redis_sync  # noqa: E402
 
+from devtools.ports import free_port as free_port  # noqa: E402  (re-exported)
+from devtools.s3 import prepare_bucket, start_embedded_s3  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 from gateway.db.migrate import migrate  # noqa: E402
-from gateway.dev import free_port as free_port  # noqa: E402  (re-exported)
-from gateway.dev import prepare_bucket, start_embedded_s3  # noqa: E402
 from gateway.observability import configure_logging  # noqa: E402
 
 ADMIN_URL = os.environ.get(

@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="create the database if missing and apply migrations")
 
-    d = sub.add_parser("dev", help="embedded defaults: local Postgres/Redis, in-process S3")
+    d = sub.add_parser(
+        "dev",
+        help="from a source checkout: local Postgres/Redis, in-process S3, the demo page",
+    )
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument("--s3-port", type=int, default=0, help="in-process S3 port (0 = any free)")
@@ -155,9 +158,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(f"migrations applied: {applied or 'none (up to date)'}")
         return 0
     if cmd == "dev":
-        from gateway.dev import run_dev
-
-        return run_dev(settings, host=args.host, port=args.port, s3_port=args.s3_port)
+        return _dev(settings, args)
     if cmd == "projects":
         return asyncio.run(_projects(settings, args))
     if cmd == "keys":
@@ -177,6 +178,25 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         return run_on_fast_loop(_poll_sqs(settings, args.queue_url, sweep=args.sweep))
     raise AssertionError(cmd)
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    """``gateway dev`` lives in the source checkout's devtools/ (with its in-process S3
+    and demo page), which the installed package does not ship."""
+    try:
+        from devtools.dev import run_dev
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("devtools", "devtools.dev"):
+            raise
+        print(
+            "gateway dev: needs a source checkout of the gateway (its dev tools are not "
+            "part of the installed package): clone the repository and run `make dev` "
+            "there. Installed like this, run `gateway serve` against your own Postgres, "
+            "Redis and S3.",
+            file=sys.stderr,
+        )
+        return 2
+    return run_dev(settings, host=args.host, port=args.port, s3_port=args.s3_port)
 
 
 def run_on_fast_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -17,10 +17,10 @@ import pytest
 import redis as redis_sync
 from litestar import Litestar
 
+from devtools.s3 import CORS_RULE, EmbeddedS3, start_embedded_s3
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db.migrate import migrate
-from gateway.dev import CORS_RULE, EmbeddedS3, start_embedded_s3
 from tests.support.services import new_db_name, service_urls, with_database
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

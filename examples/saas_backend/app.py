@@ -7,7 +7,7 @@ Run it (the gateway must be running; ``gateway dev`` prints a key)::
 
 then open http://127.0.0.1:8000/, sign in with any user name and upload files. The
 signed-in user's name is the gateway tenant id; the project API key never leaves this
-server. The file page and its API come from :func:`gateway.demo.demo_router`.
+server. The file page and its API come from :func:`devtools.demo.demo_router`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.params import Body
 from litestar.response import Redirect
 
-from gateway.demo import demo_router
+from devtools.demo import demo_router
 
 FILES_PATH = "/files"
 USER_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the gateway's tenant id rule

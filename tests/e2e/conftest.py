@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from devtools.demo import demo_router
 from gateway.config import Settings
-from gateway.demo import demo_router
 from tests.conftest import ProjectKey, make_project
 from tests.e2e.servers import ThreadedServer, serve_in_thread
 from tests.support.services import ROOT, free_port

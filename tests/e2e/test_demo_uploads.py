@@ -329,7 +329,7 @@ async def test_backend_errors_never_show_the_key(demo_gateway: DemoGateway) -> N
     """A bad key is the server's fault (502), a dead gateway a 503; no key in either answer."""
     from litestar import Litestar
 
-    from gateway.demo import demo_router
+    from devtools.demo import demo_router
 
     secret = "gw_wrong_" + new_tenant()
     app = Litestar(

@@ -24,7 +24,7 @@ from botocore.config import Config
 from litestar import Litestar
 from playwright.async_api import expect
 
-from gateway.demo import demo_router
+from devtools.demo import demo_router
 from tests.conftest import ProjectKey, make_project
 from tests.e2e.conftest import new_tenant, tenant_from_cookie, use_tenant
 from tests.e2e.servers import ThreadedServer, serve_in_thread

@@ -1,4 +1,8 @@
-"""`gateway dev`: the newcomer's one command serves, and its printed curl works."""
+"""`gateway dev`: the newcomer's one command serves, and its printed curl works.
+
+Run as `make dev` runs it: the venv's `gateway` console script (the editable install
+makes the checkout's devtools/ importable; nothing depends on the working directory).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from gateway.config import Settings
-from tests.support.services import ROOT, free_port, wait_http
+from tests.support.services import free_port, wait_http
 
 
 def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path: Path) -> None:
@@ -28,11 +32,11 @@ def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path:
     log = tmp_path / "dev.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "dev", "--port", str(port)],
+            [str(Path(sys.executable).parent / "gateway"), "dev", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=tmp_path,
         )
     try:
         text = ""
@@ -70,6 +74,14 @@ def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path:
                 break
             time.sleep(0.2)
         assert body["storage_used_bytes"] == 5 and body["storage_reserved_bytes"] == 0, body
+        # the demo page (devtools/static/demo) and the product's usage bar beside it
+        page = httpx.get(f"{base}/demo/")
+        assert page.status_code == 200 and "<storage-usage-bar" in page.text
+        for asset in ("demo.js", "storage-usage-bar.js"):
+            assert httpx.get(f"{base}/demo/assets/{asset}").status_code == 200, asset
+        bar = httpx.get(f"{base}/static/storage-usage-bar.js")
+        assert bar.status_code == 200 and "customElements.define" in bar.text
+        assert httpx.get(f"{base}/static/demo/index.html").status_code == 404  # not shipped
     finally:
         proc.terminate()
         proc.wait(10)

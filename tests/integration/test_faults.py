@@ -39,10 +39,10 @@ import httpx
 import pytest
 import redis.asyncio as redis_async
 
+from devtools.s3 import EmbeddedS3
 from gateway.config import Settings
 from gateway.db import create_database
 from gateway.db.migrate import migrate
-from gateway.dev import EmbeddedS3
 from gateway.projects import ProjectService
 from gateway.quota.reservations import tenant_key
 from tests.conftest import BUCKET, ProjectKey

@@ -34,6 +34,8 @@ from types import TracebackType
 
 import pytest
 
+from devtools.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO_ROOT / ".venv-localstack"
 VENV_SCRIPT = "scripts/localstack-venv.sh"
@@ -89,13 +91,6 @@ def _venv_python(venv: Path) -> Path:
             f"no LocalStack venv at {venv} (make it with `bash {VENV_SCRIPT}`)"
         )
     return python
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _port_is_free(port: int) -> bool:
@@ -254,7 +249,7 @@ def start_localstack(
     python = _venv_python(venv if venv is not None else localstack_venv())
     # LocalStack does not exit when its port is taken: it hangs, and its own readiness
     # probe even succeeds against the other listener. So check first.
-    candidates = [port] if port is not None else [_free_port() for _ in range(3)]
+    candidates = [port] if port is not None else [free_port() for _ in range(3)]
     for candidate in candidates:
         if _port_is_free(candidate):
             return _launch(

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from devtools.ports import free_port as free_port  # re-exported: tests import it from here
 from gateway.config import Settings
-from gateway.dev import free_port as free_port  # one helper, re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 START_HINT = (

@@ -1,4 +1,4 @@
-"""``gateway dev``: the newcomer's one command.
+"""``gateway dev`` (``make dev``): the newcomer's one command, from a source checkout.
 
 Local Postgres and Redis (the configured URLs), an in-process S3 (moto's server mode,
 real HTTP) with the bucket and its CORS rule made and its events sent to an SQS queue
@@ -10,88 +10,20 @@ migrations applied, a ``dev`` project with a fresh key, then the server on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from devtools.s3 import (
+    DEV_ACCESS_KEY,
+    DEV_SECRET_KEY,
+    prepare_bucket,
+    prepare_event_queue,
+    start_embedded_s3,
+)
 from gateway.config import Settings, redact_url
-
-DEV_ACCESS_KEY = "dev-access-key"
-DEV_SECRET_KEY = "dev-secret-key"
-CORS_RULE: dict[str, Any] = {
-    "AllowedOrigins": ["*"],
-    "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
-    "AllowedHeaders": ["*"],
-    "ExposeHeaders": ["ETag"],
-    "MaxAgeSeconds": 3000,
-}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class EmbeddedS3:
-    endpoint_url: str
-    server: Any
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-def start_embedded_s3(host: str = "127.0.0.1", port: int = 0) -> EmbeddedS3:
-    """moto in server mode, in a thread of this process."""
-    from moto.server import ThreadedMotoServer
-
-    port = port or free_port(host)
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
-    return EmbeddedS3(endpoint_url=f"http://{host}:{port}", server=server)
-
-
-def _client(service: str, endpoint_url: str, region: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY),
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY),
-    )
-
-
-def prepare_bucket(endpoint_url: str, bucket: str, region: str) -> None:
-    s3 = _client("s3", endpoint_url, region)
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [CORS_RULE]})
-
-
-def prepare_event_queue(endpoint_url: str, bucket: str, region: str) -> str:
-    """An SQS queue receiving the bucket's created/removed events (as on AWS)."""
-    sqs = _client("sqs", endpoint_url, region)
-    url: str = sqs.create_queue(QueueName="gateway-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    _client("s3", endpoint_url, region).put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
-    )
-    return url
 
 
 async def ensure_dev_project(settings: Settings, name: str = "dev") -> tuple[str, str]:
@@ -125,7 +57,18 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
     changes: dict[str, Any] = {}
     s3 = None
     if settings.s3_endpoint_url is None:
-        s3 = start_embedded_s3(port=s3_port)
+        try:
+            s3 = start_embedded_s3(port=s3_port)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] != "moto":
+                raise
+            print(
+                "gateway dev: the in-process S3 needs moto, which is not installed here: "
+                "pip install -e '.[dev]' (make dev installs it), or set "
+                "GATEWAY_S3_ENDPOINT_URL to an S3 of your own.",
+                file=sys.stderr,
+            )
+            return 1
         changes.update(s3_endpoint_url=s3.endpoint_url, s3_addressing="path")
     settings = msgspec.structs.replace(settings, **changes)
     try:
@@ -168,7 +111,7 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
 """,
             flush=True,
         )
-        from gateway.demo import demo_router
+        from devtools.demo import demo_router
 
         own_url = f"http://127.0.0.1:{port}" if host in ("0.0.0.0", "::") else base
         app = create_app(

@@ -8,7 +8,9 @@ with the presigned URL it is handed; the project API key stays on the server.
 
 It is a client of the gateway's public HTTP API (httpx), nothing more: it can be mounted
 inside the gateway itself (``gateway dev`` does) or in any other Litestar app
-(``examples/saas_backend``).
+(``examples/saas_backend``). It is not part of the gateway's package: the page and its
+script live in ``devtools/static/demo``; the usage bar is the product's own
+(``gateway/static/storage-usage-bar.js``, which the gateway serves under ``/static/``).
 
 Demo simplifications, kept on purpose:
 - The tenant is fixed (``tenant_id``) or read from the request by ``tenant_of``; a real
@@ -39,11 +41,11 @@ from gateway.ids import UPLOAD_ID_PATTERN, utc_timestamp
 TenantResolver = Callable[[Request[Any, Any, Any]], str]
 UploadId = Annotated[str, Parameter(pattern=UPLOAD_ID_PATTERN, description="upl_… id")]
 
-_ASSETS: Mapping[str, tuple[str, str]] = {
-    # name served under {path}/assets/ -> (file under gateway/static, media type)
-    "demo.js": ("demo/demo.js", "text/javascript"),
-    "demo.css": ("demo/demo.css", "text/css"),
-    "storage-usage-bar.js": ("storage-usage-bar.js", "text/javascript"),
+_ASSETS: Mapping[str, tuple[str, str, str]] = {
+    # name served under {path}/assets/ -> (package, file under its static/, media type)
+    "demo.js": ("devtools", "demo/demo.js", "text/javascript"),
+    "demo.css": ("devtools", "demo/demo.css", "text/css"),
+    "storage-usage-bar.js": ("gateway", "storage-usage-bar.js", "text/javascript"),
 }
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -272,8 +274,8 @@ def _now() -> str:
     return utc_timestamp(dt.datetime.now(dt.UTC))
 
 
-def _read_static(name: str) -> bytes:
-    return files("gateway").joinpath("static").joinpath(name).read_bytes()
+def _read_static(package: str, name: str) -> bytes:
+    return files(package).joinpath("static").joinpath(name).read_bytes()
 
 
 async def _failures(call: Any) -> Any:
@@ -372,8 +374,11 @@ def demo_router(
         api_key=api_key,
         tenant_of=tenant_of or (lambda _request: tenant_id),
     )
-    page = _read_static("demo/index.html")
-    assets = {name: (_read_static(file), media) for name, (file, media) in _ASSETS.items()}
+    page = _read_static("devtools", "demo/index.html")
+    assets = {
+        name: (_read_static(package, file), media)
+        for name, (package, file, media) in _ASSETS.items()
+    }
     return Router(
         path=path,
         route_handlers=[DemoController],
