@@ -46,7 +46,9 @@ async def ensure_dev_project(settings: Settings, name: str = "dev") -> tuple[str
         await db.close()
 
 
-def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> int:
+def run_dev(
+    settings: Settings, *, host: str, port: int, s3_port: int = 0, verbose: bool = False
+) -> int:
     import uvicorn
 
     from gateway.app import create_app
@@ -58,7 +60,7 @@ def run_dev(settings: Settings, *, host: str, port: int, s3_port: int = 0) -> in
     s3 = None
     if settings.s3_endpoint_url is None:
         try:
-            s3 = start_embedded_s3(port=s3_port)
+            s3 = start_embedded_s3(port=s3_port, access_log=verbose)
         except ModuleNotFoundError as exc:
             if exc.name is None or exc.name.split(".")[0] != "moto":
                 raise

@@ -5,6 +5,7 @@ thread of this process. ``gateway dev``, the tests and the benchmarks use it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +32,15 @@ class EmbeddedS3:
         self.server.stop()
 
 
-def start_embedded_s3(host: str = "127.0.0.1", port: int = 0) -> EmbeddedS3:
-    """moto in server mode, in a thread of this process."""
+def start_embedded_s3(
+    host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False
+) -> EmbeddedS3:
+    """moto in server mode, in a thread of this process. Its HTTP server (werkzeug)
+    logs a line per request, every SQS long poll included, unless ``access_log`` is
+    off (the default): then only its warnings and errors."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     port = port or free_port(host)
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()

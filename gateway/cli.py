@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8080)
     d.add_argument("--s3-port", type=int, default=0, help="in-process S3 port (0 = any free)")
+    d.add_argument(
+        "--verbose", action="store_true", help="also the in-process S3's access log lines"
+    )
 
     projects = sub.add_parser("projects", help="manage projects").add_subparsers(
         dest="action", required=True
@@ -196,7 +199,9 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_dev(settings, host=args.host, port=args.port, s3_port=args.s3_port)
+    return run_dev(
+        settings, host=args.host, port=args.port, s3_port=args.s3_port, verbose=args.verbose
+    )
 
 
 def run_on_fast_loop(main: Coroutine[Any, Any, T]) -> T:

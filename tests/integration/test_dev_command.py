@@ -85,3 +85,6 @@ def test_gateway_dev_prints_a_working_key_and_curl(settings: Settings, tmp_path:
     finally:
         proc.terminate()
         proc.wait(10)
+    # quiet by default: the in-process S3 served the PUT and the SQS polls above, and
+    # logged none of them (its access lines come with --verbose)
+    assert not re.search(r'"(GET|PUT|POST) /\S* HTTP/1\.1"', log.read_text()), log.read_text()
