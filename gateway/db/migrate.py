@@ -49,10 +49,10 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def _connect(url: str, timeout: float) -> asyncpg.Connection:
+async def _connect(url: str, connect_timeout: float) -> asyncpg.Connection:
     # No named prepared statements (statement_cache_size=0): they would serve no
     # purpose here, and through PgBouncer in transaction pooling mode they break.
-    return await asyncpg.connect(url, timeout=timeout, statement_cache_size=0)
+    return await asyncpg.connect(url, timeout=connect_timeout, statement_cache_size=0)
 
 
 def _missing_database(exc: Exception) -> bool:
