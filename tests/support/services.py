@@ -137,6 +137,7 @@ def settings_on(base: Settings, **env: str) -> Settings:
     1 s waits, the sweeper off, quiet logs; ``env`` overrides (``""`` = the default)."""
     values = {
         "GATEWAY_DATABASE_URL": base.database_url,
+        "GATEWAY_DB_STATEMENT_CACHE_SIZE": str(base.db_statement_cache_size),
         "GATEWAY_REDIS_URL": base.redis_url,
         "GATEWAY_S3_ENDPOINT_URL": base.s3_endpoint_url or "",
         "GATEWAY_SWEEP_INTERVAL": "0",
