@@ -115,8 +115,12 @@ class PgBouncer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _ini(upstream_host: str, upstream_port: int, port: int, auth_file: Path) -> str:
+def _ini(
+    upstream_host: str, upstream_port: int, port: int, auth_file: Path, pool_size: int | None
+) -> str:
     settings = {**deployed_settings(), **TEST_OVERRIDES}
+    if pool_size is not None:
+        settings["default_pool_size"] = str(pool_size)
     settings["listen_port"] = str(port)
     settings["auth_file"] = str(auth_file)
     lines = ["[databases]", f"* = host={upstream_host} port={upstream_port}", "", "[pgbouncer]"]
@@ -124,7 +128,11 @@ def _ini(upstream_host: str, upstream_port: int, port: int, auth_file: Path) -> 
     return "\n".join(lines) + "\n"
 
 
-def start_pgbouncer(upstream_url: str, user: str = "postgres") -> PgBouncer:
+def start_pgbouncer(
+    upstream_url: str, user: str = "postgres", pool_size: int | None = None
+) -> PgBouncer:
+    """A pgbouncer in front of ``upstream_url``'s server; ``pool_size`` replaces the
+    tests' 4 server connections per database (the benchmark uses the deployed 20)."""
     binary = find_pgbouncer()
     if binary is None:
         raise RuntimeError(f"pgbouncer is not installed: {INSTALL_HINT}")
@@ -135,7 +143,7 @@ def start_pgbouncer(upstream_url: str, user: str = "postgres") -> PgBouncer:
     port = free_port()
     ini_path = workdir / "pgbouncer.ini"
     ini_path.write_text(
-        _ini(upstream.hostname or "127.0.0.1", upstream.port or 5432, port, auth_file)
+        _ini(upstream.hostname or "127.0.0.1", upstream.port or 5432, port, auth_file, pool_size)
     )
     argv = [binary, str(ini_path)]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root; it reads its files first
