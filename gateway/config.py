@@ -67,6 +67,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sqs_receivers: int = 8
     retry_after: int = 2
     max_body_bytes: int = 1_048_576
+    # prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR, its own
+    # name): /metrics then sums the files of every process there. `gateway serve
+    # --workers N` sets it for its workers (a fresh directory unless given).
+    prometheus_multiproc_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +134,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sqs_queue_url=parse("GATEWAY_SQS_QUEUE_URL", _url, None),
             sqs_endpoint_url=parse("GATEWAY_SQS_ENDPOINT_URL", _url, None),
             sqs_receivers=parse("GATEWAY_SQS_RECEIVERS", _int_range(1, 100), 8),
+            prometheus_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR"),
         )
 
     @property
