@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck pytest services localstack browser bench clean
+.PHONY: dev test lint typecheck pytest pytest-pgbouncer pgbouncer services localstack browser bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,24 @@ typecheck: $(STAMP)
 localstack:
 	bash scripts/localstack-venv.sh
 
-pytest: $(STAMP) services
+pytest: $(STAMP) services pgbouncer
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test: $(STAMP) services lint typecheck localstack pytest
+# Debian's pgbouncer (1.18). The tests start their own process on a free loopback
+# port (tests/support/pgbouncer.py); they never use the system service.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer \
+	  || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; } \
+	  || { echo "the tests need pgbouncer (Debian's package): apt-get install -y pgbouncer"; exit 1; }
+
+# The exactness, event, rebuild and sweeper tests again, with every gateway reaching
+# Postgres through PgBouncer in transaction pooling mode.
+PGBOUNCER_TESTS := tests/integration/test_admission_exactness.py tests/integration/test_events.py \
+                   tests/integration/test_quota_rebuilds.py tests/integration/test_expiry_and_audit.py
+pytest-pgbouncer: $(STAMP) services pgbouncer
+	$(BIN)/pytest -q -p no:cacheprovider --via-pgbouncer $(PGBOUNCER_TESTS)
+
+test: $(STAMP) services lint typecheck localstack pytest pytest-pgbouncer
 
 bench: $(STAMP) services
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \

@@ -126,17 +126,22 @@ def main() -> None:
         return
     import uvicorn
 
-    # The same options as `gateway serve` (gateway/cli.py).
+    # The same options as `gateway serve` (gateway/cli.py), and the same metrics
+    # across workers (prometheus_client's multiprocess mode).
     if args.workers > 1:
-        uvicorn.run(
-            "bench._server:create_bench_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-        )
+        from gateway.cli import metrics_directory
+
+        with metrics_directory(os.environ.get("PROMETHEUS_MULTIPROC_DIR")) as directory:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            uvicorn.run(
+                "bench._server:create_bench_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_config=None,
+                access_log=False,
+            )
     else:
         uvicorn.run(
             create_bench_app(), host=args.host, port=args.port, log_config=None, access_log=False

@@ -463,8 +463,11 @@ def run_webhook(
         n,
         seconds,
         f"{connections} conns x {per_body}, {args.workers}w",
-        # /metrics is per worker: with several, the split is not known
-        f"{tx:,.0f} tx, {applied / tx:,.0f}/tx" if tx and args.workers == 1 else "coalesced",
+        # /metrics sums uvicorn's workers (multiprocess mode, as `gateway serve`);
+        # granian's answer for the one that takes the scrape: the split is not known
+        f"{tx:,.0f} tx, {applied / tx:,.0f}/tx"
+        if tx and (args.workers == 1 or kind.startswith("uvicorn"))
+        else "coalesced",
         cpu["server"] / n * 1e6,
         cpu["postgres"] / n * 1e6,
         errors=bad + (len(bodies) - answered),  # failed or missing requests
@@ -477,7 +480,8 @@ def run_webhook(
 
 def ledger_batches(base_url: str) -> tuple[float, float]:
     """The server's ledger transactions and the changes they applied, from /metrics
-    (with several workers, of the worker that answers: the column then says so)."""
+    (all of uvicorn's workers; with several granian workers, the one that answers:
+    the column then says so)."""
     return ledger_batch_totals(httpx.get(base_url + "/metrics", timeout=10).text)
 
 

@@ -84,7 +84,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
     """Routes, middleware, errors and OpenAPI on top of a Runtime (gateway/runtime.py),
     entered by the lifespan: the services, the sweeper (every GATEWAY_SWEEP_INTERVAL
     seconds, unless 0) and, when GATEWAY_SQS_QUEUE_URL is set, an SQS poller."""
-    metrics = Metrics()
+    metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -6,9 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+import tempfile
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -220,20 +225,51 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     import uvicorn
 
     if workers > 1:
-        uvicorn.run(
-            "gateway.cli:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-        )
+        # The workers are processes of their own: /metrics sums them through
+        # prometheus_client's multiprocess mode, in a directory they inherit from
+        # the environment (spawned, they import prometheus_client after this).
+        with metrics_directory(settings.prometheus_multiproc_dir) as directory:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            uvicorn.run(
+                "gateway.cli:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=None,
+                access_log=False,
+            )
     else:
         from gateway.app import create_app
 
+        if settings.prometheus_multiproc_dir is not None:
+            clear_metrics_directory(settings.prometheus_multiproc_dir)
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
     return 0
+
+
+def clear_metrics_directory(directory: str) -> None:
+    """Creates ``directory`` if missing and removes the value files (``*.db``) a
+    previous run left there, which /metrics would otherwise add to this run's."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def metrics_directory(configured: str | None) -> Iterator[str]:
+    """The multiprocess directory of one ``serve``: ``configured`` (emptied of a
+    previous run's files), or a fresh temporary one, removed when the server stops."""
+    if configured is not None:
+        clear_metrics_directory(configured)
+        yield configured
+        return
+    created = tempfile.mkdtemp(prefix="gateway-metrics-")
+    try:
+        yield created
+    finally:
+        shutil.rmtree(created, ignore_errors=True)
 
 
 async def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:

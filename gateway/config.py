@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_timeout: float = 5.0
+    # asyncpg's cache of named prepared statements, per connection. 0 = none: each
+    # query is parsed afresh in one unnamed statement, what PgBouncer before 1.21 in
+    # transaction (or statement) pooling mode needs (deploy/README.md, "PgBouncer").
+    db_statement_cache_size: int = 100
     redis_timeout: float = 2.0
     s3_timeout: float = 5.0
     # Seconds between in-server sweeps of expired reservations (0 = off); also the
@@ -63,6 +67,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sqs_receivers: int = 8
     retry_after: int = 2
     max_body_bytes: int = 1_048_576
+    # prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR, its own
+    # name): /metrics then sums the files of every process there. `gateway serve
+    # --workers N` sets it for its workers (a fresh directory unless given).
+    prometheus_multiproc_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +123,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_pool_min=parse("GATEWAY_DB_POOL_MIN", _int_range(0, 1000), 2),
             db_pool_max=parse("GATEWAY_DB_POOL_MAX", _int_range(1, 1000), 10),
             db_timeout=parse("GATEWAY_DB_TIMEOUT", _positive_float, 5.0),
+            db_statement_cache_size=parse(
+                "GATEWAY_DB_STATEMENT_CACHE_SIZE", _int_range(0, 100_000), 100
+            ),
             redis_timeout=parse("GATEWAY_REDIS_TIMEOUT", _positive_float, 2.0),
             s3_timeout=parse("GATEWAY_S3_TIMEOUT", _positive_float, 5.0),
             sweep_interval=parse("GATEWAY_SWEEP_INTERVAL", _nonneg_float, 30.0),
@@ -123,6 +134,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sqs_queue_url=parse("GATEWAY_SQS_QUEUE_URL", _url, None),
             sqs_endpoint_url=parse("GATEWAY_SQS_ENDPOINT_URL", _url, None),
             sqs_receivers=parse("GATEWAY_SQS_RECEIVERS", _int_range(1, 100), 8),
+            prometheus_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR"),
         )
 
     @property

@@ -16,7 +16,9 @@ from typing import Any
 import msgspec
 import structlog
 import structlog.tracebacks
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import Settings
 
@@ -281,9 +283,24 @@ _PREFIX_LEN = len(_PREFIX)
 
 
 class Metrics:
-    """One registry per app, so several apps (tests) can live in one process."""
+    """One registry per app, so several apps (tests) can live in one process.
 
-    def __init__(self) -> None:
+    With ``multiprocess_dir`` (``PROMETHEUS_MULTIPROC_DIR``, which ``gateway serve
+    --workers N`` sets for its workers) prometheus_client's multiprocess mode is on:
+    each process writes its values to its own files there, and ``render`` (the
+    ``/metrics`` of any worker) sums every process's files: one set of counters for
+    the server, whichever worker answers the scrape. prometheus_client chooses how
+    it stores values when it is imported, from the environment variable, so the
+    directory must be in the environment by then (``ValueError`` otherwise).
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        if multiprocess_dir is not None and not prometheus_values.ValueClass._multiprocess:
+            raise ValueError(
+                "PROMETHEUS_MULTIPROC_DIR must be in the environment before prometheus_client"
+                " is imported (it stores values in files only then)"
+            )
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gateway_http_requests_total",
@@ -316,6 +333,16 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
             registry=self.registry,
         )
+
+    def render(self) -> bytes:
+        """The exposition text of ``/metrics``: this registry's, or in multiprocess
+        mode the sum over every process's files (a dead worker's counts included, so
+        totals never go back)."""
+        if self.multiprocess_dir is None:
+            return bytes(generate_latest(self.registry))
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(merged))
 
 
 class RequestRecorder:

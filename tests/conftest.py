@@ -27,7 +27,7 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 BUCKET = "uploads"
-pytest_plugins = ["tests.support.localstack"]
+pytest_plugins = ["tests.support.localstack", "tests.support.pgbouncer"]
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +77,24 @@ def redis_url(urls: tuple[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, s3: EmbeddedS3) -> Settings:
+def gateway_database(request: pytest.FixtureRequest, database_url: str) -> dict[str, str]:
+    """How the session's gateways reach the test database: directly, or with
+    ``--via-pgbouncer`` through PgBouncer in transaction pooling mode (and then with
+    asyncpg's statement cache off, as deploy/README.md says)."""
+    if not request.config.getoption("--via-pgbouncer"):
+        return {"GATEWAY_DATABASE_URL": database_url}
+    bouncer = request.getfixturevalue("pgbouncer")
+    return {
+        "GATEWAY_DATABASE_URL": bouncer.url(database_url),
+        "GATEWAY_DB_STATEMENT_CACHE_SIZE": "0",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(gateway_database: dict[str, str], redis_url: str, s3: EmbeddedS3) -> Settings:
     return Settings.from_env(
         {
-            "GATEWAY_DATABASE_URL": database_url,
+            **gateway_database,
             "GATEWAY_REDIS_URL": redis_url,
             "GATEWAY_S3_ENDPOINT_URL": s3.endpoint_url,
             "GATEWAY_S3_BUCKET": BUCKET,
@@ -97,6 +111,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     """Environment for a separate `gateway serve` process on the same services."""
     return {
         "GATEWAY_DATABASE_URL": settings.database_url,
+        "GATEWAY_DB_STATEMENT_CACHE_SIZE": str(settings.db_statement_cache_size),
         "GATEWAY_REDIS_URL": settings.redis_url,
         "GATEWAY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "GATEWAY_S3_BUCKET": settings.s3_bucket,

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.errors import GatewayError, NotReady
 
@@ -44,4 +44,4 @@ class HealthController(Controller):
 
     @get("/metrics", operation_id="metrics", media_type=MediaType.TEXT, sync_to_thread=False)
     def metrics(self, state: State) -> Response[bytes]:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""Forward-only migrations from ``migrations/NNNN_name.sql``, under an advisory lock."""
+"""Forward-only migrations from ``migrations/NNNN_name.sql``, under an advisory lock
+(one held per transaction, so that it also holds through PgBouncer)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,20 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
+async def _connect(url: str, connect_timeout: float) -> asyncpg.Connection:
+    # No named prepared statements (statement_cache_size=0): they would serve no
+    # purpose here, and through PgBouncer in transaction pooling mode they break.
+    return await asyncpg.connect(url, timeout=connect_timeout, statement_cache_size=0)
+
+
+def _missing_database(exc: Exception) -> bool:
+    """Postgres says 3D000; PgBouncer, in front of it, a protocol violation (08P01)
+    naming the missing database."""
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return True
+    return isinstance(exc, asyncpg.ProtocolViolationError) and "does not exist" in str(exc)
+
+
 async def ensure_database(database_url: str, connect_timeout: float = 10.0) -> bool:
     """Creates the database named in the URL if it is missing. True if created."""
     parts = urlsplit(database_url)
@@ -55,14 +70,15 @@ async def ensure_database(database_url: str, connect_timeout: float = 10.0) -> b
     if not name:
         return False
     try:
-        conn = await asyncpg.connect(database_url, timeout=connect_timeout)
-    except asyncpg.InvalidCatalogNameError:
-        pass
+        conn = await _connect(database_url, connect_timeout)
+    except (asyncpg.InvalidCatalogNameError, asyncpg.ProtocolViolationError) as exc:
+        if not _missing_database(exc):
+            raise
     else:
         await conn.close()
         return False
     admin_url = urlunsplit(parts._replace(path="/postgres"))
-    conn = await asyncpg.connect(admin_url, timeout=connect_timeout)
+    conn = await _connect(admin_url, connect_timeout)
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         try:
@@ -75,38 +91,46 @@ async def ensure_database(database_url: str, connect_timeout: float = 10.0) -> b
     return True
 
 
+_CREATE_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())"""
+
+
 async def migrate(
     database_url: str, directory: Path | None = None, connect_timeout: float = 10.0
 ) -> list[int]:
-    """Applies pending migrations; safe to run from many replicas at once."""
+    """Applies pending migrations; safe to run from many replicas at once.
+
+    One transaction applies them all (or none, should one fail), after taking a
+    transaction-level advisory lock (``pg_advisory_xact_lock``): replicas starting
+    together wait for it, then find nothing to do. The lock ends with the
+    transaction, on the server connection that ran it, so it also holds through
+    PgBouncer's transaction pooling, where a session lock would not: statements
+    outside a transaction may each run on another server connection (the unlock on
+    one that never took the lock).
+    """
     await ensure_database(database_url, connect_timeout=connect_timeout)
     migrations = load_migrations(directory)
-    conn = await asyncpg.connect(database_url, timeout=connect_timeout)
+    conn = await _connect(database_url, connect_timeout)
     applied_now: list[int] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)
-        try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version integer PRIMARY KEY,
-                       name text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
+            await conn.execute(_CREATE_TABLE)
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             for m in migrations:
                 if m.version in done:
                     continue
-                async with conn.transaction():
-                    await conn.execute(m.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        m.version,
-                        m.name,
-                    )
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    m.version,
+                    m.name,
+                )
                 applied_now.append(m.version)
-                log.info("migration applied", version=m.version, name=m.name)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)
     finally:
         await conn.close()
+    for version in applied_now:  # committed
+        log.info("migration applied", version=version, name=migrations[version - 1].name)
     return applied_now

@@ -66,6 +66,9 @@ class Database:
                         timeout=s.db_timeout,
                         command_timeout=s.db_timeout,
                         max_inactive_connection_lifetime=300,
+                        # 0 behind PgBouncer in transaction pooling mode: no named
+                        # prepared statements, which outlive the transaction there
+                        statement_cache_size=s.db_statement_cache_size,
                         reset=_keep_session,
                         # lets operators (and the fault tests) tell its backends apart
                         server_settings={"application_name": APPLICATION_NAME},
@@ -161,7 +164,9 @@ async def _release(cm: Any, exc: BaseException | None) -> None:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """asyncpg's default reset (UNLISTEN, CLOSE ALL, RESET ALL, advisory unlock) costs a
     round trip per release; the gateway keeps no session state on pooled connections
-    (open transactions are still rolled back by the pool)."""
+    (open transactions are still rolled back by the pool). No LISTEN, no session
+    advisory lock, no SET: everything it does holds within one transaction, which is
+    also all that PgBouncer's transaction pooling keeps on one server connection."""
 
 
 def create_database(settings: Settings) -> Database:

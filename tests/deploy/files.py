@@ -19,6 +19,9 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+# Override files, each an option on top of COMPOSE_FILE (`-f base -f option`).
+COMPOSE_PGBOUNCER = DEPLOY / "docker-compose.pgbouncer.yml"
+COMPOSE_REDIS_CLUSTER = DEPLOY / "docker-compose.redis-cluster.yml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 K8S = DEPLOY / "k8s"
 SETUP_SH = DEPLOY / "minio" / "setup.sh"
@@ -43,12 +46,17 @@ DOCUMENTED_GATEWAY_VARS = frozenset(
         "GATEWAY_MAX_FILE_SIZE",
         "GATEWAY_LOG_FORMAT",
         "GATEWAY_SQS_QUEUE_URL",
+        # the PgBouncer option (README's table)
+        "GATEWAY_DB_STATEMENT_CACHE_SIZE",
+        "GATEWAY_DB_POOL_MAX",
     }
 )
 
 # Files that set environment variables for the gateway (the README is prose).
 CONFIG_BEARING_FILES = [
     COMPOSE_FILE,
+    COMPOSE_PGBOUNCER,
+    COMPOSE_REDIS_CLUSTER,
     ENV_EXAMPLE,
     SETUP_SH,
     ROOT / "Dockerfile",
@@ -102,8 +110,18 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+# Workloads of another image, with checks of their own (test_options.py).
+OTHER_IMAGE_WORKLOADS = {"upload-gateway-pgbouncer"}
+
+
 def workloads() -> list[dict[str, Any]]:
-    return [d for d in k8s_docs() if d["kind"] in {"Deployment", "Job", "CronJob"}]
+    """The workloads that run the gateway's image."""
+    return [
+        d
+        for d in k8s_docs()
+        if d["kind"] in {"Deployment", "Job", "CronJob"}
+        and d["metadata"]["name"] not in OTHER_IMAGE_WORKLOADS
+    ]
 
 
 def all_containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:

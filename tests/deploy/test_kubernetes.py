@@ -39,7 +39,7 @@ def test_kustomization_lists_only_existing_manifests() -> None:
 
 def test_optional_components_are_complete() -> None:
     components = sorted(p for p in (K8S / "optional").iterdir() if p.is_dir())
-    assert {p.name for p in components} == {"sqs-poller", "recalculate-cronjob"}
+    assert {p.name for p in components} == {"sqs-poller", "recalculate-cronjob", "pgbouncer"}
     base = (K8S / "kustomization.yaml").read_text()
     for component in components:
         kustomization = load_yaml(component / "kustomization.yaml")
@@ -226,10 +226,30 @@ def test_kustomize_builds_with_the_optional_components(tmp_path: Path) -> None:
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "upload-gateway-sqs-poller") in names
     assert ("CronJob", "upload-gateway-recalculate") in names
+    assert ("Deployment", "upload-gateway-pgbouncer") in names
     images = {
         c["image"]
         for d in docs
         if d["kind"] in {"Deployment", "Job", "CronJob"}
         for c in all_containers(pod_spec(d))
     }
-    assert images == {"ghcr.io/example/upload-gateway:0.1.0"}
+    assert images == {
+        "ghcr.io/example/upload-gateway:0.1.0",
+        "ghcr.io/example/upload-gateway-pgbouncer:1.18.0",
+    }
+    # the gateway's ConfigMap gets the asyncpg setting PgBouncer needs ...
+    (config,) = [d for d in docs if d["metadata"]["name"] == "upload-gateway-config"]
+    assert config["data"]["GATEWAY_DB_STATEMENT_CACHE_SIZE"] == "0"
+    # ... and PgBouncer mounts the ConfigMap generated from pgbouncer.ini
+    generated = {
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ConfigMap" and "pgbouncer.ini" in d.get("data", {})
+    }
+    bouncer = next(
+        d
+        for d in docs
+        if (d["kind"], d["metadata"]["name"]) == ("Deployment", "upload-gateway-pgbouncer")
+    )
+    mounted = {v["configMap"]["name"] for v in pod_spec(bouncer)["volumes"] if "configMap" in v}
+    assert len(generated) == 1 and mounted == generated

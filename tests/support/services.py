@@ -110,14 +110,17 @@ class Server:
             self.proc.kill()
 
 
-def start_server(env: dict[str, str], log_dir: Path, name: str = "gateway") -> Server:
-    """A real `gateway serve` process."""
+def start_server(
+    env: dict[str, str], log_dir: Path, name: str = "gateway", workers: int = 1
+) -> Server:
+    """A real `gateway serve` process (with ``workers`` uvicorn workers)."""
     port = free_port()
     log_path = log_dir / f"{name}-{port}.log"
     full_env = {**os.environ, **env, "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "warning"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+            [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+            + (["--workers", str(workers)] if workers > 1 else []),
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -137,6 +140,7 @@ def settings_on(base: Settings, **env: str) -> Settings:
     1 s waits, the sweeper off, quiet logs; ``env`` overrides (``""`` = the default)."""
     values = {
         "GATEWAY_DATABASE_URL": base.database_url,
+        "GATEWAY_DB_STATEMENT_CACHE_SIZE": str(base.db_statement_cache_size),
         "GATEWAY_REDIS_URL": base.redis_url,
         "GATEWAY_S3_ENDPOINT_URL": base.s3_endpoint_url or "",
         "GATEWAY_SWEEP_INTERVAL": "0",

@@ -51,6 +51,8 @@ def test_custom_endpoint_defaults_to_path_style() -> None:
         ("GATEWAY_LOG_LEVEL", "loud"),
         ("GATEWAY_SQS_RECEIVERS", "0"),
         ("GATEWAY_SQS_RECEIVERS", "many"),
+        ("GATEWAY_DB_STATEMENT_CACHE_SIZE", "-1"),
+        ("GATEWAY_DB_STATEMENT_CACHE_SIZE", "off"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -63,6 +65,12 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 def test_sqs_receivers_are_read() -> None:
     assert Settings.from_env({}).sqs_receivers == 8
     assert Settings.from_env({"GATEWAY_SQS_RECEIVERS": "3"}).sqs_receivers == 3
+
+
+def test_statement_cache_size_is_read() -> None:
+    assert Settings.from_env({}).db_statement_cache_size == 100  # asyncpg's default
+    s = Settings.from_env({"GATEWAY_DB_STATEMENT_CACHE_SIZE": "0"})  # behind PgBouncer
+    assert s.db_statement_cache_size == 0
 
 
 def test_settings_are_frozen() -> None:

@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -276,3 +278,36 @@ async def test_request_lines_and_metrics_at_the_end_of_the_iteration(monkeypatch
     finally:
         flush_logs()
         structlog.configure(**before)
+
+
+def test_metrics_render_the_registry_of_their_app() -> None:
+    m = Metrics()
+    m.uploads.labels("admitted").inc(3)
+    assert 'gateway_upload_requests_total{outcome="admitted"} 3.0' in m.render().decode()
+    assert 'outcome="admitted"' not in Metrics().render().decode()  # another app's own
+
+
+def test_multiprocess_metrics_need_the_directory_in_the_environment_first(
+    tmp_path: Path,
+) -> None:
+    # this process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR: its
+    # values live in memory, and no file would ever be written for /metrics to sum
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        Metrics(multiprocess_dir=str(tmp_path))
+
+
+def test_serve_empties_a_given_metrics_directory_and_removes_its_own(tmp_path: Path) -> None:
+    from gateway.cli import metrics_directory
+
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "counter_123.db").write_bytes(b"old run")
+    (given / "keep.txt").write_text("not ours")
+    with metrics_directory(str(given)) as directory:
+        assert directory == str(given)
+        assert sorted(p.name for p in given.iterdir()) == ["keep.txt"]
+    assert given.is_dir()
+    with metrics_directory(None) as directory:
+        made = Path(directory)
+        assert made.is_dir() and not any(made.iterdir())
+    assert not made.exists()
