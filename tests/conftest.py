@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import pytest
 import redis as redis_sync
+from hypothesis import settings as hypothesis_settings
 from litestar import Litestar
 
 from devtools.s3 import CORS_RULE, EmbeddedS3, start_embedded_s3
@@ -28,6 +29,12 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 BUCKET = "uploads"
 pytest_plugins = ["tests.support.localstack", "tests.support.pgbouncer"]
+
+# No per-example deadline: a wall-clock limit is a timing assertion, and on a shared
+# machine an example that takes 1 ms alone can take 500 ms (hypothesis then fails it
+# as "unreliable timings").
+hypothesis_settings.register_profile("gateway", deadline=None)
+hypothesis_settings.load_profile("gateway")
 
 
 @pytest.fixture(scope="session")
