@@ -186,8 +186,17 @@ def openapi_config(version: str) -> OpenAPIConfig:
                 js_url=SCALAR_JS,
                 css_url=DOCS_CSS,
                 favicon=_NO_FAVICON,
-                # Scalar's defaults would fetch fonts from its CDN; the system's do.
-                options={"withDefaultFonts": False, "hideClientButton": True},
+                # Nothing from Scalar's servers: the system's fonts rather than its CDN's,
+                # and none of its hosted features (AI agent, MCP, developer tools,
+                # telemetry), which it shows on localhost.
+                options={
+                    "withDefaultFonts": False,
+                    "telemetry": False,
+                    "agent": {"disabled": True},
+                    "mcp": {"disabled": True},
+                    "showDeveloperTools": "never",
+                    "hideClientButton": True,
+                },
             ),
             SwaggerRenderPlugin(
                 path="/swagger",
