@@ -16,7 +16,6 @@ from typing import Any
 import schemathesis
 from schemathesis.generation import GenerationMode
 
-
 _KEYS = itertools.count(1)
 
 
@@ -26,12 +25,11 @@ def map_case(context: Any, case: Any) -> Any:
         return case
     label = case.operation.label
     path = os.environ.get("GATEWAY_FILE_PATH")
-    if label == "POST /api/storage/download/" and path and isinstance(case.body, dict):
-        if "file_path" in case.body:
-            case.body = {**case.body, "file_path": path}
-    elif label == "POST /api/storage/upload/" and case.headers:
-        if "Idempotency-Key" in case.headers:
-            case.headers = {**case.headers, "Idempotency-Key": f"fuzz-{next(_KEYS)}"}
+    body, headers = case.body, case.headers or {}
+    if label == "POST /api/storage/download/" and path and isinstance(body, dict):
+        case.body = {**body, "file_path": path} if "file_path" in body else body
+    elif label == "POST /api/storage/upload/" and "Idempotency-Key" in headers:
+        case.headers = {**headers, "Idempotency-Key": f"fuzz-{next(_KEYS)}"}
     return case
 
 
