@@ -138,8 +138,9 @@ def create_example_app(*, gateway_url: str, api_key: str) -> Litestar:
         # scripts from here and the gateway (its usage bar); the bytes go to S3
         "Content-Security-Policy": (
             f"default-src 'self'; script-src 'self' {gateway_url.rstrip('/')}; "
-            "style-src 'self' 'unsafe-inline'; connect-src 'self' http: https:; img-src 'self' data:; "
-            "frame-ancestors 'none'"
+            # (the usage bar styles its shadow DOM inline)
+            "style-src 'self' 'unsafe-inline'; connect-src 'self' http: https:; "
+            "img-src 'self' data:; frame-ancestors 'none'"
         ),
     }
     return Litestar(
