@@ -109,12 +109,15 @@ async def test_sign_in_upload_and_see_usage(
     )
     await expect(page.locator("#upload-list li").nth(1)).to_have_attribute("data-state", "failed")
     await expect(page.locator("#quota-alert")).to_contain_text("Storage full")
-    # the gateway's usage bar rendered (its script and styles allowed by the page's CSP)
-    shown = await page.evaluate(
-        "() => document.querySelector('#usage-bar').shadowRoot"
-        "?.querySelector('[part~=\"quota\"]')?.textContent ?? ''"
+    # the page learns the new limit, and the gateway's usage bar (its script and styles
+    # allowed by the page's CSP) renders it
+    limit = str(len(body) + 5)
+    await expect(page.locator("#usage-bar")).to_have_attribute("limit", limit)
+    await page.wait_for_function(
+        """(limit) => (document.querySelector('#usage-bar').shadowRoot
+            ?.querySelector('[part~="quota"]')?.textContent ?? '').includes(limit)""",
+        arg=limit,
     )
-    assert "36" in shown, shown
     await page.screenshot(path=str(output_dir / "saas-example.png"), full_page=True)
 
     # Download and delete through the backend.
