@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: dev test lint typecheck pytest pytest-pgbouncer pgbouncer services localstack browser bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# the Python client (its own distribution), tested in tests/client against the gateway
+	$(BIN)/python -m pip install -q -e clients/python
 	@touch $(STAMP)
 
 dev: $(STAMP)
@@ -25,8 +27,8 @@ services:
 	  echo "  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway devtools tests bench examples
-	$(BIN)/ruff format --check gateway devtools tests bench examples
+	$(BIN)/ruff check gateway devtools tests bench clients examples
+	$(BIN)/ruff format --check gateway devtools tests bench clients examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -8,22 +8,29 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 
 from gateway import __version__
 from gateway.api.body import check_json_content_type
 from gateway.api.deps import DEPENDENCIES
 from gateway.api.errors import EXCEPTION_HANDLERS
-from gateway.api.events import FAST_PATHS, WEBHOOK_OPERATION, Webhook, ingest_s3_events
+from gateway.api.events import (
+    FAST_PATHS,
+    WEBHOOK_OPERATION,
+    IngestResponse,
+    Webhook,
+    ingest_s3_events,
+)
 from gateway.api.events import PATH as WEBHOOK_PATH
 from gateway.api.files import FileController
 from gateway.api.health import HealthController
+from gateway.api.openapi import finish as finish_openapi
+from gateway.api.openapi import openapi_config
 from gateway.api.tenants import TenantController
 from gateway.api.uploads import UploadController
 from gateway.config import Settings
@@ -37,12 +44,27 @@ from gateway.observability import (
 from gateway.runtime import Runtime
 
 
-async def _require_json(request: Request[Any, Any, Any]) -> None:
+async def _before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+    if request.method == "OPTIONS":
+        return _options(request)
     check_json_content_type(
         request.method,
         request.headers.get("content-type"),
         request.headers.get("content-length"),
     )
+    return None
+
+
+def _options(request: Request[Any, Any, Any]) -> Response[None]:
+    """``OPTIONS``: 204 with every method of the path in ``Allow``. (Litestar 2's own
+    answer names only some of them when several handlers share a path:
+    litestar-org/litestar#4169.)"""
+    template = request.scope.get("path_template")
+    methods: set[str] = {"OPTIONS"}
+    for route in request.app.routes:
+        if isinstance(route, HTTPRoute) and route.path_format == template:
+            methods |= set(route.methods)
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
 
 
 # What handlers and tests find on app.state, as the Runtime names them.
@@ -99,9 +121,13 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             state.runtime = runtime
             for name in STATE_SERVICES:
                 setattr(state, name, getattr(runtime, name))
-            # The webhook is a plain ASGI route, which Litestar leaves out of /schema.
-            if app.openapi_schema.paths is not None:
-                app.openapi_schema.paths[WEBHOOK_PATH.rstrip("/")] = WEBHOOK_OPERATION
+            # /schema as the server behaves (gateway/api/openapi.py), with the webhook:
+            # a plain ASGI route, which Litestar leaves out.
+            finish_openapi(
+                app.openapi_schema,
+                extra_paths={WEBHOOK_PATH: WEBHOOK_OPERATION},
+                extra_types=[IngestResponse],
+            )
             # Everything built so far lives as long as the process: keep it out of the
             # cyclic collector's full passes, which otherwise stall every request in
             # flight for tens of milliseconds (bench/README.md, "GC pauses").
@@ -125,17 +151,11 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        before_request=_require_json,
+        before_request=_before_request,
         lifespan=[lifespan],
         state=State({"settings": settings, "metrics": metrics}),
         middleware=[DefineMiddleware(RequestContextMiddleware, metrics=metrics)],
-        openapi_config=OpenAPIConfig(
-            title="Upload gateway",
-            version=__version__,
-            description="Presigned uploads with per-tenant storage quotas.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(__version__),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,

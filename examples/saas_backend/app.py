@@ -7,7 +7,9 @@ Run it (the gateway must be running; ``gateway dev`` prints a key)::
 
 then open http://127.0.0.1:8000/, sign in with any user name and upload files. The
 signed-in user's name is the gateway tenant id; the project API key never leaves this
-server. The file page and its API come from :func:`devtools.demo.demo_router`.
+server. The file page and its API are :mod:`examples.saas_backend.files`, which calls
+the gateway with the typed client (``upload_gateway_client``, clients/python) — this
+example needs that and Litestar, not the gateway's own package.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.params import Body
 from litestar.response import Redirect
+from upload_gateway_client import AsyncGatewayClient
 
-from devtools.demo import demo_router
+from examples.saas_backend.files import files_router
 
 FILES_PATH = "/files"
 USER_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")  # the gateway's tenant id rule
@@ -124,12 +128,27 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 def create_example_app(*, gateway_url: str, api_key: str) -> Litestar:
-    files = demo_router(gateway_url=gateway_url, api_key=api_key, path="/", tenant_of=tenant_of)
+    gateway = AsyncGatewayClient(gateway_url, api_key)
+    files = files_router(gateway, gateway_url=gateway_url, tenant_of=tenant_of)
     signed_in_area = Router(path=FILES_PATH, route_handlers=[files], guards=[require_user])
+    page_headers = {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        # scripts from here and the gateway (its usage bar); the bytes go to S3
+        "Content-Security-Policy": (
+            f"default-src 'self'; script-src 'self' {gateway_url.rstrip('/')}; "
+            # (the usage bar styles its shadow DOM inline)
+            "style-src 'self' 'unsafe-inline'; connect-src 'self' http: https:; "
+            "img-src 'self' data:; frame-ancestors 'none'"
+        ),
+    }
     return Litestar(
         route_handlers=[home, login, logout, signed_in_area],
         middleware=[ServerSideSessionConfig().middleware],
         exception_handlers={NotSignedIn: not_signed_in},
+        state=State({"page_headers": page_headers}),
+        on_shutdown=[gateway.aclose],
     )
 
 

@@ -14,6 +14,9 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from gateway.api.body import invalid
+from gateway.api.messages import Source, parameter_error, sentence
+from gateway.api.schemas import FieldError
 from gateway.errors import DependencyUnavailable, GatewayError
 
 log = structlog.get_logger(__name__)
@@ -38,21 +41,49 @@ def gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]
     return _json(body, status, headers)
 
 
-def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = exc.extra if isinstance(exc.extra, list) else []
-    message = exc.detail or "The request is not valid"
-    fields = [e.get("key") for e in errors if isinstance(e, dict) and e.get("key")]
-    code = "validation_error"
-    if "JSON is malformed" in message or "malformed" in message.lower():
-        code = "invalid_json"
-    detail = message
-    if errors and isinstance(errors[0], dict) and errors[0].get("message"):
-        first = errors[0]
-        detail = f"{first.get('key') or 'body'}: {first['message']}"
-    return _json({"detail": detail, "code": code, "errors": errors, "fields": fields}, 422)
+_SOURCES: dict[str, Source] = {"body": "body", "query": "query", "path": "path", "header": "header"}
 
 
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _field_errors(request: Request[Any, Any, Any], exc: ValidationException) -> list[FieldError]:
+    """Litestar's errors (``{"message", "key", "source"}``, msgspec's wording, Python
+    names) as FieldErrors naming each input as the client sent it."""
+    parameters = request.route_handler.parsed_fn_signature.parameters
+    out: list[FieldError] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key") or "data")
+        raw_source = item.get("source") or "body"  # a ParamType for parameters
+        source = _SOURCES.get(str(getattr(raw_source, "value", raw_source)), "body")
+        if source == "body":
+            data = parameters.get("data")
+            annotation = data.annotation if data is not None else None
+        else:
+            definition = parameters.get(key)
+            annotation = definition.annotation if definition is not None else None
+            kwarg = definition.kwarg_definition if definition is not None else None
+            # Parameter(query="x") / Parameter(header="X") / HeaderParameter(name="X")
+            for attribute in (source, "name"):
+                alias = getattr(kwarg, attribute, None)
+                if isinstance(alias, str) and alias:
+                    key = alias
+                    break
+        out.append(
+            parameter_error(
+                str(item.get("message") or ""), name=key, source=source, annotation=annotation
+            )
+        )
+    return out
+
+
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = _field_errors(request, exc) or [
+        FieldError(field="body", source="body", message="The request is not valid.")
+    ]
+    return gateway_error(request, invalid(*errors))
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     codes = {
         400: "bad_request",
@@ -63,15 +94,22 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         415: "unsupported_media_type",
         429: "rate_limited",
     }
-    if status == 400:  # Litestar's body/query decoding errors: bad input → 422
-        status = 422
-        code = "invalid_request"
-    else:
-        code = codes.get(status, "http_error")
+    if status == 400:  # Litestar's body decoding errors: bad input → 422
+        message = sentence(exc.detail or "", field=None, source="body")
+        return gateway_error(
+            request, invalid(FieldError(field="body", source="body", message=message))
+        )
+    code = codes.get(status, "http_error")
     detail = exc.detail or "Error"
+    headers = dict(exc.headers or {})
     if isinstance(exc, NotFoundException) and detail == "Not Found":
         detail = "Not found"
-    headers = dict(exc.headers or {})
+    elif status == 405:
+        allowed = headers.get("Allow") or headers.get("allow") or ""
+        methods = ", ".join(sorted(m.strip() for m in allowed.split(",") if m.strip()))
+        detail = f"{request.method} is not allowed here" + (f"; use {methods}" if methods else "")
+    elif status == 413:
+        detail = "The request body is too large"
     return _json({"detail": detail, "code": code}, status, headers)
 
 

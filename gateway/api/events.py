@@ -23,11 +23,13 @@ import msgspec
 from litestar import asgi
 from litestar.datastructures import State
 from litestar.openapi.spec import (
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
     PathItem,
+    Reference,
     RequestBody,
     Schema,
 )
@@ -35,6 +37,7 @@ from litestar.types import Receive, Scope, Send
 
 from gateway.api.body import check_json_content_type
 from gateway.api.errors import gateway_error_parts, internal_error_body
+from gateway.api.openapi import WEBHOOK_SECRET
 from gateway.config import Settings
 from gateway.errors import (
     GatewayError,
@@ -193,26 +196,113 @@ class Webhook:
             self.recorder.end("POST", _ROUTE, _ROUTE, status, time.perf_counter() - started)
 
 
-def _integer(description: str) -> Schema:
-    return Schema(type=OpenAPIType.INTEGER, description=description)
+def _json(name: str) -> dict[str, OpenAPIMediaType]:
+    return {"application/json": OpenAPIMediaType(schema=Reference(f"#/components/schemas/{name}"))}
 
 
-_BODY = Schema(
+def _str(description: str | None = None) -> Schema:
+    return Schema(type=OpenAPIType.STRING, description=description)
+
+
+def _nullable(schema: Schema) -> Schema:
+    return Schema(one_of=[schema, Schema(type=OpenAPIType.NULL)])
+
+
+# What gateway/storage/s3events.py reads of a record (everything else is skipped).
+_RECORD = Schema(
     type=OpenAPIType.OBJECT,
-    description="An S3 event notification: {Records: [...]}, a MinIO webhook body or SNS",
-    properties={"Records": Schema(type=OpenAPIType.ARRAY, description="S3 event records")},
-)
-_RESULT = Schema(
-    type=OpenAPIType.OBJECT,
+    title="S3 event record",
+    description=(
+        "An S3 event record. Records of other services (`eventSource` not ending in"
+        " `:s3`) and event types that change no bytes are acknowledged and ignored;"
+        " an `ObjectCreated:*` or `ObjectRemoved:*` record needs `eventTime` and `s3`"
+        " with the bucket's name and the object's key."
+    ),
     properties={
-        "records": _integer("records in the body"),
-        "applied": _integer("records committed (duplicates and stale ones apply as no-ops)"),
-        "ignored": _integer("test events, other buckets, other services' records"),
+        "eventSource": _str("`aws:s3`, `minio:s3`, …"),
+        "eventName": _str("`ObjectCreated:Put`, `s3:ObjectRemoved:Delete`, …"),
+        "eventTime": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+        "s3": Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                "bucket": Schema(
+                    type=OpenAPIType.OBJECT,
+                    properties={"name": Schema(type=OpenAPIType.STRING, min_length=1)},
+                ),
+                "object": Schema(
+                    type=OpenAPIType.OBJECT,
+                    properties={
+                        "key": Schema(
+                            type=OpenAPIType.STRING,
+                            min_length=1,
+                            description="percent-encoded, as S3 sends it",
+                        ),
+                        "size": _nullable(Schema(type=OpenAPIType.INTEGER, minimum=0)),
+                        "eTag": _nullable(_str()),
+                        "versionId": _nullable(_str()),
+                        "sequencer": _nullable(_str()),
+                    },
+                ),
+            },
+        ),
     },
-    required=["records", "applied", "ignored"],
+)
+_NOTIFICATION = Schema(
+    type=OpenAPIType.OBJECT,
+    title="S3 notification",
+    description="`{Records: [...]}` (AWS, or an SQS/SNS raw delivery), or MinIO's webhook"
+    " body (`EventName`, `Key` and `Records`; only `Records` is read).",
+    required=["Records"],
+    properties={
+        "Records": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(
+                any_of=[
+                    _RECORD,
+                    Schema(
+                        type=OpenAPIType.OBJECT,
+                        title="Another record",
+                        description="another service's, or an event type that changes no"
+                        " bytes: acknowledged and ignored, whatever its fields",
+                    ),
+                ]
+            ),
+        )
+    },
+)
+_TEST_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    title="s3:TestEvent",
+    description="Sent by S3 when a notification configuration is saved; acknowledged.",
+    required=["Event"],
+    properties={"Event": Schema(const="s3:TestEvent")},
+)
+_SNS = Schema(
+    type=OpenAPIType.OBJECT,
+    title="SNS envelope",
+    description=(
+        "`Notification`: `Message` is one of the other shapes, as a JSON string."
+        " `SubscriptionConfirmation` / `UnsubscribeConfirmation`: confirmed only with"
+        " GATEWAY_SNS_AUTO_CONFIRM."
+    ),
+    required=["Type"],
+    properties={
+        "Type": Schema(
+            enum=["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]
+        ),
+        "Message": _str("a JSON string (Notification)"),
+        "TopicArn": _str(),
+        "SubscribeURL": _str(),
+        "Token": _str(),
+    },
+)
+_BODY = Schema(
+    description="An S3 event notification, as S3, MinIO or SNS post it",
+    any_of=[_NOTIFICATION, _TEST_EVENT, _SNS],
 )
 
-# /schema entry for the route (Litestar documents only its HTTP route handlers).
+# /schema entry for the route (Litestar documents only its HTTP route handlers);
+# gateway.api.openapi.finish adds it, with Retry-After on the 503.
 WEBHOOK_OPERATION = PathItem(
     post=Operation(
         tags=["events"],
@@ -224,21 +314,42 @@ WEBHOOK_OPERATION = PathItem(
             "not a project key. Answers 200 only once the events are committed, so the "
             "sender retries otherwise (503 with Retry-After when a dependency is down)."
         ),
+        security=[{WEBHOOK_SECRET: []}],
         request_body=RequestBody(
-            required=True, content={"application/json": OpenAPIMediaType(schema=_BODY)}
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(schema=_BODY),
+                # SNS posts its JSON envelopes as text/plain
+                "text/plain": OpenAPIMediaType(schema=_BODY),
+            },
         ),
         responses={
-            "200": OpenAPIResponse(
-                description="Committed",
-                content={"application/json": OpenAPIMediaType(schema=_RESULT)},
+            "200": OpenAPIResponse(description="Committed", content=_json("IngestResponse")),
+            "401": OpenAPIResponse(
+                description="Missing or wrong webhook secret (`invalid_api_key`)",
+                content=_json("ErrorBody"),
             ),
-            "401": OpenAPIResponse(description="Missing or wrong webhook secret"),
-            "404": OpenAPIResponse(description="The webhook is not enabled"),
-            "405": OpenAPIResponse(description="Not a POST"),
-            "413": OpenAPIResponse(description="Body over the size limit"),
-            "415": OpenAPIResponse(description="Not a JSON body"),
-            "422": OpenAPIResponse(description="Not an S3 event notification"),
-            "503": OpenAPIResponse(description="A dependency is down; retry later"),
+            "404": OpenAPIResponse(
+                description="The webhook is not enabled (`webhook_disabled`: set"
+                " GATEWAY_WEBHOOK_SECRET)",
+                content=_json("ErrorBody"),
+            ),
+            "413": OpenAPIResponse(
+                description="Body over the size limit (`request_too_large`)",
+                content=_json("RequestTooLargeBody"),
+            ),
+            "415": OpenAPIResponse(
+                description="Not a JSON body (`unsupported_media_type`)",
+                content=_json("ErrorBody"),
+            ),
+            "422": OpenAPIResponse(
+                description="Not an S3 event notification (`validation_error`)",
+                content=_json("ValidationErrorBody"),
+            ),
+            "503": OpenAPIResponse(
+                description="A dependency is down (`dependency_unavailable`); retry later",
+                content=_json("DependencyUnavailableBody"),
+            ),
         },
     )
 )

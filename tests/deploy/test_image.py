@@ -170,7 +170,10 @@ def test_the_wheel_holds_the_product_and_none_of_the_dev_tools(wheel: Path) -> N
     assert outside == []
     assert "gateway/ledger/plan.py" in names and "gateway/quota/reserve.lua" in names
     static = sorted(n for n in names if n.startswith("gateway/static/"))
-    assert static == ["gateway/static/storage-usage-bar.js"]  # the product's; no demo
+    # the product's: the usage bar, and the docs UIs' assets (offline /schema); no demo
+    assert "gateway/static/storage-usage-bar.js" in static
+    assert "gateway/static/vendor/scalar/standalone.js" in static
+    assert not [n for n in static if "demo" in n], static
     assert not [n for n in names if Path(n).stem in {"dev", "demo"}]
     # moto only as an extra, which the image does not install
     assert [r for r in requires if "moto" in r and "extra ==" not in r] == []

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import expect
+from upload_gateway_client import GatewayClient
 
 from tests.conftest import BUCKET, ProjectKey
 from tests.e2e.conftest import new_tenant, tenant_objects
@@ -65,8 +66,17 @@ def example_app(gateway_process: Server, demo_project: ProjectKey, log_dir: Path
     proc.wait(10)
 
 
+async def _cookies(context: Any) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in await context.cookies()}
+
+
 async def test_sign_in_upload_and_see_usage(
-    context: Any, example_app: str, demo_project: ProjectKey, s3_client: Any
+    context: Any,
+    example_app: str,
+    gateway_process: Server,
+    demo_project: ProjectKey,
+    s3_client: Any,
+    output_dir: Path,
 ) -> None:
     user = new_tenant("alice")
     page = await context.new_page()
@@ -90,6 +100,36 @@ async def test_sign_in_upload_and_see_usage(
     objects = tenant_objects(s3_client, BUCKET, demo_project.project_id, user)
     assert list(objects.values()) == [body]
     assert next(iter(objects)).endswith("/hello.txt")
+
+    # Over the limit: the gateway's 413 reaches the page with its numbers.
+    with GatewayClient(gateway_process.base_url, demo_project.api_key) as gw:
+        gw.set_tenant_limit(user, len(body) + 5)
+    await page.set_input_files(
+        "#file-input", files=[{"name": "big.txt", "mimeType": "text/plain", "buffer": b"x" * 10}]
+    )
+    await expect(page.locator("#upload-list li").nth(1)).to_have_attribute("data-state", "failed")
+    await expect(page.locator("#quota-alert")).to_contain_text("Storage full")
+    # the page learns the new limit, and the gateway's usage bar (its script and styles
+    # allowed by the page's CSP) renders it
+    limit = str(len(body) + 5)
+    await expect(page.locator("#usage-bar")).to_have_attribute("limit", limit)
+    await page.wait_for_function(
+        """(limit) => (document.querySelector('#usage-bar').shadowRoot
+            ?.querySelector('[part~="quota"]')?.textContent ?? '').includes(limit)""",
+        arg=limit,
+    )
+    await page.screenshot(path=str(output_dir / "saas-example.png"), full_page=True)
+
+    # Download and delete through the backend.
+    async with httpx.AsyncClient(base_url=example_app, cookies=await _cookies(context)) as me:
+        listed = (await me.get("/files/api/files/")).json()["data"]
+        assert [f["filename"] for f in listed] == ["hello.txt"]
+        r = await me.get(f"/files/api/files/{listed[0]['upload_id']}/download/")
+        assert r.status_code == 302
+        assert httpx.get(r.headers["location"]).content == body
+    await page.locator("#file-list button", has_text="Delete").click()
+    await expect(page.locator("#no-files")).to_be_visible()
+    await expect(page.locator("#usage-bar")).to_have_attribute("used", "0")
 
     # The backend's API answers nobody who is not signed in.
     async with httpx.AsyncClient(base_url=example_app) as anonymous:

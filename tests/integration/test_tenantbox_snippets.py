@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+from upload_gateway_client import GatewayClient, QuotaExceeded, UploadRequest
 
 from tests.conftest import make_project
 from tests.support.services import Server, start_server
@@ -105,3 +106,27 @@ async def test_snippets_work_unchanged(server: Server, state: Any) -> None:
     )
     assert r.status_code == 413
     assert r.json()["detail"] == "Storage quota exceeded for this tenant"
+
+
+async def test_the_client_sees_what_the_snippets_did(server: Server, state: Any) -> None:
+    """The typed client (clients/python) over the same flows: a limit the snippet set
+    is the one the client reads, and the 413 a Tenantbox client catches by status is
+    QuotaExceeded, with its numbers."""
+    p = await make_project(state)
+    ns = snippets(server.base_url)
+    with GatewayClient(server.base_url, p.api_key) as gw:
+        ns["set_tenant_quota"]("user_123", "free", p.api_key)
+        usage = gw.get_tenant_usage("user_123")
+        assert usage.storage_limit_bytes == ns["PLAN_LIMITS"]["free"]
+        assert gw.set_tenant_limit("user_123", ns["PLAN_LIMITS"]["pro"]).storage_limit_bytes == (
+            5368709120
+        )
+        assert ns["can_upload"]("user_123", 5368709120, p.api_key) is True
+        gw.set_tenant_limit("user_123", ns["PLAN_LIMITS"]["free"])
+        big = UploadRequest(tenant_id="user_123", filename="big.bin", size_bytes=524288001)
+        with pytest.raises(QuotaExceeded) as full:
+            gw.create_upload(big)
+        assert full.value.status == 413
+        assert full.value.detail == "Storage quota exceeded for this tenant"
+        assert full.value.storage_limit_bytes == 524288000
+        assert full.value.requested_bytes == 524288001

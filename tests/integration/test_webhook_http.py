@@ -82,6 +82,6 @@ async def test_webhook_off_without_a_secret(settings: Settings) -> None:
 async def test_documented_in_the_schema(client: httpx.AsyncClient) -> None:
     r = await client.get("/schema/openapi.json")
     assert r.status_code == 200
-    post = r.json()["paths"]["/api/storage/events/s3"]["post"]
+    post = r.json()["paths"]["/api/storage/events/s3/"]["post"]
     assert post["operationId"] == "ingestS3Events"
     assert {"200", "401", "413", "422", "503"} <= set(post["responses"])

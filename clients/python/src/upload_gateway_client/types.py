@@ -1,0 +1,222 @@
+"""The API's bodies as typed Structs: what the client sends and what it gets back.
+
+Named as /schema/openapi.json names them (``Page`` there is :class:`TenantPage`
+here); tests/integration/test_client_schema.py checks that the two agree, field by
+field. Responses ignore fields they do not know, so a newer gateway does not break
+an older client; requests leave out the fields left at their default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+UploadMethod = Literal["PUT", "POST"]
+UploadState = Literal["pending", "completed", "expired", "cancelled", "rejected"]
+TenantOrder = Literal[
+    "tenant_id",
+    "-tenant_id",
+    "storage_used_bytes",
+    "-storage_used_bytes",
+    "percentage_used",
+    "-percentage_used",
+]
+
+
+# -- requests --------------------------------------------------------------------------
+
+
+class UploadRequest(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``POST /api/storage/upload/``. ``size_bytes`` is required for a tenant (or
+    project) with a storage limit."""
+
+    tenant_id: str
+    filename: str
+    content_type: str = "application/octet-stream"
+    size_bytes: int | None = None
+    tenant_email: str | None = None
+    checksum_sha256: str | None = None
+    method: UploadMethod = "PUT"
+
+
+class LimitUpdate(msgspec.Struct, kw_only=True, frozen=True):
+    """``PATCH …/limit/``: ``storage_limit_bytes`` None = unlimited (always sent)."""
+
+    storage_limit_bytes: int | None
+    plan: str | None = None
+
+
+class FileRef(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    file_path: str
+
+
+class DownloadRequest(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    file_path: str
+    expires_in: int = 3600
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+class UploadResponse(msgspec.Struct, kw_only=True, frozen=True):
+    upload_id: str
+    presigned_url: str
+    method: UploadMethod
+    bucket: str
+    key: str
+    headers: dict[str, str]
+    fields: dict[str, str] | None
+    file_path: str
+    tenant_id: str
+    is_new_tenant: bool
+    size_bytes: int | None
+    expires_in: int
+    expires_at: str
+
+
+class UploadStatus(msgspec.Struct, kw_only=True, frozen=True):
+    upload_id: str
+    status: UploadState
+    tenant_id: str
+    file_path: str
+    key: str
+    filename: str
+    content_type: str
+    method: UploadMethod
+    declared_size_bytes: int | None
+    actual_size_bytes: int | None
+    flagged: bool
+    created_at: str
+    expires_at: str
+    settled_at: str | None
+
+
+class TenantUsage(msgspec.Struct, kw_only=True, frozen=True):
+    tenant_id: str
+    email: str | None
+    storage_used_bytes: int
+    storage_limit_bytes: int | None
+    total_files: int
+    storage_reserved_bytes: int
+    storage_available_bytes: int | None
+    percentage_used: float | None
+    plan: str | None
+    over_limit: bool
+
+
+class RecalculatedUsage(TenantUsage, frozen=True, kw_only=True):
+    drift_bytes: int
+    drift_files: int
+
+
+class TenantPage(msgspec.Struct, kw_only=True, frozen=True):
+    """A page of :class:`TenantUsage` (``count`` on it, ``totalCount`` in all)."""
+
+    count: int
+    totalCount: int  # the API's name
+    next: str | None
+    previous: str | None
+    data: list[TenantUsage]
+
+
+class ProjectUsage(msgspec.Struct, kw_only=True, frozen=True):
+    project_id: str
+    name: str
+    storage_used_bytes: int
+    storage_limit_bytes: int | None
+    storage_reserved_bytes: int
+    storage_available_bytes: int | None
+    percentage_used: float | None
+    over_limit: bool
+    total_files: int
+    total_tenants: int
+    default_tenant_limit_bytes: int | None
+    max_file_size_bytes: int
+
+
+class DownloadResponse(msgspec.Struct, kw_only=True, frozen=True):
+    download_url: str
+    filename: str
+    content_type: str | None
+    size_bytes: int | None
+    expires_in: int
+
+
+class Detail(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+
+
+class Liveness(msgspec.Struct, kw_only=True, frozen=True):
+    status: Literal["ok"]
+
+
+class Readiness(msgspec.Struct, kw_only=True, frozen=True):
+    status: Literal["ok"]
+    checks: dict[str, str]
+
+
+class IngestResponse(msgspec.Struct, kw_only=True, frozen=True):
+    records: int
+    applied: int
+    ignored: int
+
+
+# -- error bodies (the exceptions of upload_gateway_client.errors carry their fields) --
+
+
+class ErrorBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: str
+
+
+class FieldError(msgspec.Struct, kw_only=True, frozen=True):
+    field: str
+    source: Literal["body", "query", "path", "header"]
+    message: str
+
+
+class ValidationErrorBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: str
+    errors: list[FieldError] = []
+
+
+class QuotaExceededBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: Literal["quota_exceeded", "project_quota_exceeded"]
+    storage_limit_bytes: int
+    storage_used_bytes: int
+    storage_reserved_bytes: int
+    requested_bytes: int
+
+
+class FileTooLargeBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: Literal["file_too_large"]
+    max_file_size_bytes: int
+    requested_bytes: int
+
+
+class RequestTooLargeBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: Literal["request_too_large"]
+
+
+class StorageRefusedBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: Literal["storage_refused"]
+    s3_code: str
+
+
+class DependencyUnavailableBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: Literal["dependency_unavailable"]
+    dependency: str
+
+
+class NotReadyBody(msgspec.Struct, kw_only=True, frozen=True):
+    detail: str
+    code: Literal["not_ready"]
+    status: Literal["unavailable"]
+    checks: dict[str, str]

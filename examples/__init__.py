@@ -1,0 +1,1 @@
+"""Examples of using the gateway (run from the repository root)."""
