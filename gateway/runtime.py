@@ -31,6 +31,7 @@ import structlog
 
 from gateway.config import Settings
 from gateway.db import Database, create_database
+from gateway.db.rebuild import PostgresReservationSource
 from gateway.errors import DependencyUnavailable
 from gateway.events.ingest import ApplyBatcher, EventIngestor
 from gateway.events.sqs import SqsPoller, sqs_client
@@ -41,7 +42,7 @@ from gateway.quota import QuotaStore, create_redis
 from gateway.storage.presigner import BotocoreCredentialSource, S3Presigner
 from gateway.storage.s3 import S3ObjectStore
 from gateway.tenants import TenantService
-from gateway.uploads import PostgresReservationSource, UploadService
+from gateway.uploads import UploadService
 
 log = structlog.get_logger(__name__)
 

@@ -62,7 +62,6 @@ from gateway.quota import (
     Snapshot,
     UsageAt,
 )
-from gateway.quota.reservations import HashId
 from gateway.storage.base import ObjectStore, PresignedRequest, Presigner
 
 log = structlog.get_logger(__name__)
@@ -152,28 +151,6 @@ class _Refused:
     used: int
     limit: int
     requested: int
-
-
-class PostgresReservationSource:
-    """The durable truth that Redis reservations are rebuilt from: one statement
-    (one consistent snapshot) for any number of hashes."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def snapshots(self, hashes: Sequence[HashId]) -> list[Snapshot]:
-        rows = await self.db.fetch(
-            Q.quota_snapshots, [p for p, _ in hashes], [t for _, t in hashes]
-        )
-        usage: list[UsageAt] = [UsageAt(0, 0)] * len(hashes)
-        pending: list[list[Pending]] = [[] for _ in hashes]
-        for r in rows:
-            i = r["ord"] - 1
-            if r["kind"] == "u":
-                usage[i] = UsageAt(r["used"] or 0, r["version"] or 0)
-            else:
-                pending[i].append(Pending(r["id"], r["tenant_id"], r["used"], r["deadline_ms"]))
-        return [Snapshot(u, p) for u, p in zip(usage, pending, strict=True)]
 
 
 class UploadService:
