@@ -12,7 +12,7 @@ from gateway.api.body import strict_body
 from gateway.api.schemas import UploadRequest, UploadResponse, UploadStatus
 from gateway.errors import ValidationFailed
 from gateway.ids import UPLOAD_ID_PATTERN
-from gateway.uploads import UploadService
+from gateway.uploads import AdmissionService, LifecycleService
 
 UploadId = Annotated[str, Parameter(pattern=UPLOAD_ID_PATTERN, description="upl_… id")]
 
@@ -31,7 +31,7 @@ class UploadController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: UploadRequest,
-        uploads: UploadService,
+        admission: AdmissionService,
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=255)
         ] = None,
@@ -45,7 +45,7 @@ class UploadController(Controller):
         metrics = request.app.state.metrics
         try:
             body = await strict_body(request, UploadRequest)
-            response = await uploads.request_upload(presented, body, idempotency_key)
+            response = await admission.request_upload(presented, body, idempotency_key)
         except Exception as exc:
             metrics.uploads.labels(getattr(exc, "code", "error")).inc()
             raise
@@ -54,18 +54,18 @@ class UploadController(Controller):
 
     @get("/uploads/{upload_id:str}/", operation_id="getUpload")
     async def get_upload(
-        self, project_id: str, upload_id: UploadId, uploads: UploadService
+        self, project_id: str, upload_id: UploadId, lifecycle: LifecycleService
     ) -> UploadStatus:
-        return await uploads.status(project_id, upload_id)
+        return await lifecycle.status(project_id, upload_id)
 
     @post("/uploads/{upload_id:str}/complete/", operation_id="completeUpload", status_code=200)
     async def complete_upload(
-        self, project_id: str, upload_id: UploadId, uploads: UploadService
+        self, project_id: str, upload_id: UploadId, lifecycle: LifecycleService
     ) -> UploadStatus:
-        return await uploads.complete(project_id, upload_id)
+        return await lifecycle.complete(project_id, upload_id)
 
     @delete("/uploads/{upload_id:str}/", operation_id="cancelUpload", status_code=200)
     async def cancel_upload(
-        self, project_id: str, upload_id: UploadId, uploads: UploadService
+        self, project_id: str, upload_id: UploadId, lifecycle: LifecycleService
     ) -> UploadStatus:
-        return await uploads.cancel(project_id, upload_id)
+        return await lifecycle.cancel(project_id, upload_id)
