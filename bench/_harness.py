@@ -392,9 +392,9 @@ async def warm_quota(settings: Settings, project_id: str, tenant_ids: Sequence[s
     (a batch of them at a time, as the upload path rebuilds cold tenants).
     """
     from gateway.db import Q, create_database
+    from gateway.db.rebuild import PostgresReservationSource
     from gateway.ids import new_id
     from gateway.quota import Admitted, Missing, QuotaStore, Reservation, UsageAt, create_redis
-    from gateway.uploads import PostgresReservationSource
 
     db = create_database(settings)
     await db.open()

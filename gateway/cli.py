@@ -360,8 +360,8 @@ async def _poll_sqs(settings: Settings, queue_url: str, *, sweep: bool) -> int:
 
 
 async def _sweep(runtime: Runtime) -> int:
-    freed = await runtime.uploads.sweep()
-    ended, removed = await runtime.uploads.audit()
+    freed = await runtime.sweeper.sweep()
+    ended, removed = await runtime.sweeper.audit()
     print(f"reservations freed: {freed}")
     print(f"audit: reservations without an upload ended: {ended}")
     print(f"audit: never-admitted uploads removed: {removed}")

@@ -31,9 +31,11 @@ import structlog
 
 from gateway.config import Settings
 from gateway.db import Database, create_database
+from gateway.db.rebuild import PostgresReservationSource
 from gateway.errors import DependencyUnavailable
 from gateway.events.ingest import EventIngestor, LedgerBatcher
 from gateway.events.sqs import SqsPoller, sqs_client
+from gateway.files import FileService
 from gateway.ledger import Ledger, Policy
 from gateway.observability import Metrics
 from gateway.projects import ProjectService
@@ -41,7 +43,14 @@ from gateway.quota import QuotaStore, create_redis
 from gateway.storage.presigner import BotocoreCredentialSource, S3Presigner
 from gateway.storage.s3 import S3ObjectStore
 from gateway.tenants import TenantService
-from gateway.uploads import PostgresReservationSource, UploadService
+from gateway.uploads import (
+    AdmissionService,
+    Idempotency,
+    Janitor,
+    LifecycleService,
+    Sweeper,
+    UploadUrls,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -71,12 +80,12 @@ class _Watched:
 
 class Runtime:
     """``async with Runtime(settings, sweeper=..., sqs_queue_url=...) as rt``: the
-    services as attributes (``rt.db``, ``rt.uploads``, ``rt.ingestor``, …).
+    services as attributes (``rt.db``, ``rt.admission``, ``rt.ingestor``, …).
 
     Which background jobs run is the caller's choice, not the settings': ``sweeper``
-    runs ``uploads.run_sweeper(settings.sweep_interval)``; ``sqs_queue_url`` runs one
-    SQS poller on that queue with ``settings.sqs_receivers`` receive loops. More jobs
-    can be started with ``start_task`` once it is open.
+    (kept as ``rt.runs_sweeper``) runs ``rt.sweeper.run(settings.sweep_interval)``;
+    ``sqs_queue_url`` runs one SQS poller on that queue with ``settings.sqs_receivers``
+    receive loops. More jobs can be started with ``start_task`` once it is open.
     """
 
     db: Database
@@ -85,7 +94,13 @@ class Runtime:
     quota: QuotaStore
     presigner: S3Presigner
     ledger: Ledger
-    uploads: UploadService
+    urls: UploadUrls
+    janitor: Janitor
+    idempotency: Idempotency
+    admission: AdmissionService  # POST /upload/
+    lifecycle: LifecycleService  # an upload's status, complete, cancel
+    sweeper: Sweeper  # expiry and the audit (``reservations sweep``, the sweeper job)
+    files: FileService  # delete, download
     tenants: TenantService
     projects: ProjectService
     batcher: LedgerBatcher
@@ -108,7 +123,7 @@ class Runtime:
             raise ValueError("need 0 < restart_delay <= max_restart_delay")
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
-        self.sweeper = sweeper
+        self.runs_sweeper = sweeper
         self.sqs_queue_url = sqs_queue_url
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
@@ -165,10 +180,18 @@ class Runtime:
         self.ledger = Ledger(
             self.db, self.quota, self.store, policy=Policy(oversize=s.oversize_policy)
         )
-        self.uploads = UploadService(
-            s, self.db, self.quota, self.presigner, self.store, self.ledger
+        self.urls = UploadUrls(self.presigner, bucket=s.s3_bucket, url_ttl=s.upload_url_ttl)
+        self.janitor = Janitor(self.db, self.quota, close_timeout=s.db_timeout)
+        # registered first, so closed after admission, which may hand it rows until then
+        stack.push_async_callback(self.janitor.close)
+        self.idempotency = Idempotency(self.db, self.quota, self.urls)
+        self.admission = AdmissionService(
+            s, self.db, self.quota, self.urls, self.idempotency, self.janitor
         )
-        stack.push_async_callback(self.uploads.close)
+        stack.push_async_callback(self.admission.close)
+        self.lifecycle = LifecycleService(self.db, self.quota, self.store, self.ledger)
+        self.sweeper = Sweeper(self.db, self.quota)
+        self.files = FileService(self.db, self.store, self.presigner, self.ledger)
         self.tenants = TenantService(
             self.db, self.store, self.ledger, max_file_size=s.max_file_size
         )
@@ -188,9 +211,9 @@ class Runtime:
             )
         # the jobs stop first, while everything they use is still open
         stack.push_async_callback(self._stop_tasks)
-        if self.sweeper:
-            uploads, interval = self.uploads, s.sweep_interval
-            self.start_task("sweeper", lambda: uploads.run_sweeper(interval))
+        if self.runs_sweeper:
+            sweeper, interval = self.sweeper, s.sweep_interval
+            self.start_task("sweeper", lambda: sweeper.run(interval))
         if self.poller is not None:
             poller, stopping = self.poller, self.stopping
             # the poller finishes the batch in hand, then stops

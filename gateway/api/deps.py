@@ -7,9 +7,10 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from gateway import auth
+from gateway.files import FileService
 from gateway.projects import ProjectService
 from gateway.tenants import TenantService
-from gateway.uploads import UploadService
+from gateway.uploads import AdmissionService, LifecycleService
 
 
 async def provide_project_id(request: Request[object, object, State]) -> str:
@@ -18,8 +19,18 @@ async def provide_project_id(request: Request[object, object, State]) -> str:
     return await projects.authenticate(presented)
 
 
-def provide_uploads(state: State) -> UploadService:
-    service: UploadService = state.uploads
+def provide_admission(state: State) -> AdmissionService:
+    service: AdmissionService = state.admission
+    return service
+
+
+def provide_lifecycle(state: State) -> LifecycleService:
+    service: LifecycleService = state.lifecycle
+    return service
+
+
+def provide_files(state: State) -> FileService:
+    service: FileService = state.files
     return service
 
 
@@ -30,6 +41,8 @@ def provide_tenants(state: State) -> TenantService:
 
 DEPENDENCIES = {
     "project_id": Provide(provide_project_id),
-    "uploads": Provide(provide_uploads, sync_to_thread=False),
+    "admission": Provide(provide_admission, sync_to_thread=False),
+    "lifecycle": Provide(provide_lifecycle, sync_to_thread=False),
+    "files": Provide(provide_files, sync_to_thread=False),
     "tenants": Provide(provide_tenants, sync_to_thread=False),
 }

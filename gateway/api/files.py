@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, post
 from gateway.api.body import strict_body
 from gateway.api.openapi import PROJECT_SECURITY, errors
 from gateway.api.schemas import Detail, DownloadRequest, DownloadResponse, FileRef
-from gateway.uploads import UploadService
+from gateway.files import FileService
 
 
 class FileController(Controller):
@@ -38,10 +38,10 @@ class FileController(Controller):
         request: Request[Any, Any, Any],
         project_id: str,
         data: FileRef,
-        uploads: UploadService,
+        files: FileService,
     ) -> Detail:
         body = await strict_body(request, FileRef)
-        await uploads.delete_file(project_id, body.file_path)
+        await files.delete(project_id, body.file_path)
         return Detail(detail="File deleted successfully")
 
     @post(
@@ -65,7 +65,7 @@ class FileController(Controller):
         request: Request[Any, Any, Any],
         project_id: str,
         data: DownloadRequest,
-        uploads: UploadService,
+        files: FileService,
     ) -> DownloadResponse:
         body = await strict_body(request, DownloadRequest)
-        return await uploads.download(project_id, body)
+        return await files.download(project_id, body)

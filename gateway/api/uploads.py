@@ -17,7 +17,7 @@ from gateway.api.schemas import (
     UploadStatus,
 )
 from gateway.ids import UPLOAD_ID_PATTERN
-from gateway.uploads import UploadService
+from gateway.uploads import AdmissionService, LifecycleService
 
 UploadId = Annotated[
     str,
@@ -76,7 +76,7 @@ class UploadController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: UploadRequest,
-        uploads: UploadService,
+        admission: AdmissionService,
         idempotency_key: IdempotencyKey = None,
     ) -> UploadResponse:
         # Authentication is folded into the upload path's first query (one round trip).
@@ -84,7 +84,7 @@ class UploadController(Controller):
         metrics = request.app.state.metrics
         try:
             body = await strict_body(request, UploadRequest)
-            response = await uploads.request_upload(presented, body, idempotency_key)
+            response = await admission.request_upload(presented, body, idempotency_key)
         except Exception as exc:
             metrics.uploads.labels(getattr(exc, "code", "error")).inc()
             raise
@@ -98,9 +98,9 @@ class UploadController(Controller):
         responses=errors(401, 404, 422, 503, s404=_NO_SUCH_UPLOAD),
     )
     async def get_upload(
-        self, project_id: str, upload_id: UploadId, uploads: UploadService
+        self, project_id: str, upload_id: UploadId, lifecycle: LifecycleService
     ) -> UploadStatus:
-        return await uploads.status(project_id, upload_id)
+        return await lifecycle.status(project_id, upload_id)
 
     @post(
         "/uploads/{upload_id:str}/complete/",
@@ -119,9 +119,9 @@ class UploadController(Controller):
         ),
     )
     async def complete_upload(
-        self, project_id: str, upload_id: UploadId, uploads: UploadService
+        self, project_id: str, upload_id: UploadId, lifecycle: LifecycleService
     ) -> UploadStatus:
-        return await uploads.complete(project_id, upload_id)
+        return await lifecycle.complete(project_id, upload_id)
 
     @delete(
         "/uploads/{upload_id:str}/",
@@ -135,6 +135,6 @@ class UploadController(Controller):
         responses=errors(401, 404, 422, 503, s404=_NO_SUCH_UPLOAD),
     )
     async def cancel_upload(
-        self, project_id: str, upload_id: UploadId, uploads: UploadService
+        self, project_id: str, upload_id: UploadId, lifecycle: LifecycleService
     ) -> UploadStatus:
-        return await uploads.cancel(project_id, upload_id)
+        return await lifecycle.cancel(project_id, upload_id)

@@ -89,10 +89,6 @@ class Ledger:
                 log.info("ledger batch retried: a new key was written first elsewhere")
         raise AssertionError("a ledger batch kept losing its new keys")
 
-    # gateway/uploads.py still calls ``apply`` (it is being split elsewhere); the
-    # name goes once its two calls say ``settle``.
-    apply = settle
-
     async def _settle_once(
         self, changes: Sequence[ObjectChange], *, cancel_pending: bool
     ) -> Settlement:

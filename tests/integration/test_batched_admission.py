@@ -53,14 +53,14 @@ async def test_a_mixed_burst_gets_each_request_its_own_answer(
     calls += [("too-large", a.headers, body("x", size=1001))]
     calls += [("full", a.headers, body("full"))]  # over the limit before any reservation
     calls += [("b", b.headers, body("small")) for _ in range(5)]  # same tenant id, project b
-    batches_before = state.uploads._record.batches
+    batches_before = state.admission._record.batches
     responses = await asyncio.gather(*(client.post(UPLOAD, json=j, headers=h) for _, h, j in calls))
     by_kind: dict[str, list[httpx.Response]] = {}
     for (kind, _, _), resp in zip(calls, responses, strict=True):
         by_kind.setdefault(kind, []).append(resp)
 
     # the burst was batched (the counter is the session's: count this burst's batches)
-    assert state.uploads._record.batches - batches_before < len(calls)
+    assert state.admission._record.batches - batches_before < len(calls)
 
     small = [r.status_code for r in by_kind["small"]]
     assert small.count(200) == 5 and small.count(413) == 7

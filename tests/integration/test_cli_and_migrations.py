@@ -274,4 +274,4 @@ async def test_poll_sqs_runs_one_poller_and_sweeps_only_when_asked(
     status = await state.db.fetchval("SELECT status FROM uploads WHERE id = $1", upload_id)
     assert status == ("expired" if sweep else "pending")
     if not sweep:
-        assert await state.uploads.sweep() >= 1  # what a server's sweeper would do
+        assert await state.sweeper.sweep() >= 1  # what a server's sweeper would do

@@ -91,7 +91,7 @@ async def test_audit_ends_a_reservation_without_an_upload(
     ghost = await _plant_ghost(state, p, "t", SIZE)
     assert (await client.post(UPLOAD, json=body("t"), headers=p.headers)).status_code == 413
     for _ in range(2):  # one full walk (a walk already under way finishes first)
-        await state.uploads.audit(budget=100_000)
+        await state.sweeper.audit(budget=100_000)
     (held,) = await state.quota.holds([(p.project_id, "t", ghost)])
     assert held is False
     assert int(await state.redis.hget(tenant_key(p.project_id, "t"), "res")) == 0
@@ -117,7 +117,7 @@ async def test_audit_removes_a_pending_row_that_was_never_admitted(
     )
     assert (await usage(client, p, "t"))["storage_reserved_bytes"] == 60
     for _ in range(3):
-        await state.uploads.audit(budget=100_000)
+        await state.sweeper.audit(budget=100_000)
     gone = await state.db.fetchval("SELECT count(*) FROM uploads WHERE id = $1", orphan)
     assert gone == 0
     assert (await usage(client, p, "t"))["storage_reserved_bytes"] == 10  # the admitted one stays
@@ -136,7 +136,7 @@ async def test_audits_during_a_burst_never_over_admit(
     async def audits() -> int:
         n = 0
         while not stop.is_set():
-            await state.uploads.audit(budget=100_000)
+            await state.sweeper.audit(budget=100_000)
             n += 1
         return n
 
@@ -154,8 +154,8 @@ async def test_audits_during_a_burst_never_over_admit(
     assert await auditor >= 1
     assert codes.count(200) <= k
     # once the ghost is gone, the tenant gets all of its room, and not a byte more
-    await state.uploads.audit(budget=100_000)
-    await state.uploads.audit(budget=100_000)
+    await state.sweeper.audit(budget=100_000)
+    await state.sweeper.audit(budget=100_000)
     codes += [await one() for _ in range(k)]
     assert codes.count(200) == k, codes
     assert (await usage(client, p, "t"))["storage_reserved_bytes"] == k * 10

@@ -26,7 +26,7 @@ from gateway.api.schemas import LimitUpdate
 from gateway.db import Q
 from gateway.errors import DependencyUnavailable
 from gateway.quota.reservations import tenant_key
-from gateway.uploads import UploadService
+from gateway.uploads import AdmissionService
 from tests.conftest import ProjectKey, make_project, put_object
 from tests.support.services import assert_503
 
@@ -93,9 +93,9 @@ async def test_insert_cut_mid_statement(
 ) -> None:
     """The rows are written, then the connection dies: nobody will hear of them."""
     p = await limited(state, "t", 100)
-    real = UploadService._insert
+    real = AdmissionService._insert
     monkeypatch.setattr(
-        state.uploads,
+        state.admission,
         "_insert",
         then_raise(real, asyncpg.exceptions.InternalClientError(CUT)),
     )
@@ -144,7 +144,7 @@ async def test_presign_fails(
         def presign_put(self, *_: Any, **__: Any) -> Any:
             raise DependencyUnavailable("s3 credentials", cause="no AWS credentials found")
 
-    monkeypatch.setattr(state.uploads, "presigner", NoCredentials())
+    monkeypatch.setattr(state.admission.urls, "presigner", NoCredentials())
     assert_503(await client.post(UPLOAD, json=body("t", 30), headers=p.headers), "s3 credentials")
     await settles_to(client, state, p, "t", (0, 0, 0))
     monkeypatch.undo()

@@ -122,7 +122,7 @@ async def test_a_tenant_that_turns_cold_while_its_first_statement_runs(
         async def fetch(self, sql: str, *args: Any) -> Any:
             rows = await self._conn.fetch(sql, *args)
             if sql == Q.upload_context:
-                state.uploads._warm.clear()  # meanwhile: found cold by another request
+                state.admission._warm.clear()  # meanwhile: found cold by another request
             return rows
 
     @contextlib.asynccontextmanager

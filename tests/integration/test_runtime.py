@@ -22,7 +22,7 @@ from gateway.events.ingest import LedgerBatcher
 from gateway.quota import create_redis
 from gateway.runtime import Runtime
 from gateway.storage.s3 import S3ObjectStore
-from gateway.uploads import UploadService
+from gateway.uploads import AdmissionService, Janitor
 from tests.support.services import new_db_name, with_database
 
 
@@ -94,7 +94,8 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[Opened]:
     monkeypatch.setattr(S3ObjectStore, "open", open_store)
     noted(Database, "close", "db")
     noted(S3ObjectStore, "close", "store")
-    noted(UploadService, "close", "uploads")
+    noted(AdmissionService, "close", "admission")
+    noted(Janitor, "close", "janitor")
     noted(LedgerBatcher, "stop", "batcher")
     yield seen
 
@@ -153,7 +154,7 @@ async def test_a_start_up_failing_at_its_last_step_closes_everything_in_reverse(
     with pytest.raises(OSError, match="SQS is not answering"):
         async with runtime:
             pytest.fail("entered")
-    assert opened.closes == ["batcher", "uploads", "store", "redis", "db"]
+    assert opened.closes == ["batcher", "admission", "janitor", "store", "redis", "db"]
     await assert_closed(urls, empty_db, opened.redis_ids)
 
 
@@ -227,4 +228,4 @@ def test_the_jobs_are_the_callers_choice(settings: Settings) -> None:
     with pytest.raises(ValueError, match="sweep interval"):
         Runtime(settings, sweeper=True)
     runtime = Runtime(settings)  # neither the sweeper nor a poller unless asked
-    assert (runtime.sweeper, runtime.sqs_queue_url) == (False, None)
+    assert (runtime.runs_sweeper, runtime.sqs_queue_url) == (False, None)

@@ -234,7 +234,7 @@ async def test_sweeper_frees_expired(client: Client, project: ProjectKey, state:
         " reserved_until = now() - interval '55 minutes' WHERE id = $1",
         out["upload_id"],
     )
-    assert await state.uploads.sweep() >= 1
+    assert await state.sweeper.sweep() >= 1
     r = await client.get(f"/api/storage/uploads/{out['upload_id']}/", headers=project.headers)
     assert r.json()["status"] == "expired"
     assert (await usage(client, project))["storage_reserved_bytes"] == 0
