@@ -1,5 +1,9 @@
 """deploy/aws: the CORS rule, notification, queue policy and IAM policy, through
-botocore's validators and applied in moto."""
+botocore's validators and applied in moto.
+
+Applied in the suite's moto server (the ``s3`` fixture), not in ``mock_aws``: that
+resets moto's in-process backends when it ends, which are also the server's, and so
+would drop the bucket (and its CORS rule) of every test that runs after it."""
 
 from __future__ import annotations
 
@@ -10,11 +14,9 @@ from urllib.parse import unquote_plus
 import boto3
 import botocore.session
 from botocore.validate import ParamValidator
-from moto import mock_aws
 
-from tests.deploy.files import (
-    AWS,
-)
+from devtools.s3 import EmbeddedS3
+from tests.deploy.files import AWS
 
 
 def _validate(service_name: str, operation: str, params: dict[str, Any]) -> None:
@@ -31,7 +33,7 @@ def test_aws_cors_rule_is_valid_and_allows_browser_uploads() -> None:
     assert rule["ExposeHeaders"] == ["ETag"]
 
 
-def test_aws_notification_delivers_created_and_removed_events_to_sqs() -> None:
+def test_aws_notification_delivers_created_and_removed_events_to_sqs(s3: EmbeddedS3) -> None:
     notification = json.loads((AWS / "notification.json").read_text())
     _validate(
         "s3",
@@ -43,41 +45,40 @@ def test_aws_notification_delivers_created_and_removed_events_to_sqs() -> None:
     # The example's account and region are moto's defaults, so it applies as written.
     arn = queue_config["QueueArn"]
     _, _, _, region, _, queue_name = arn.split(":")
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name=region)
-        s3 = boto3.client("s3", region_name=region)
-        queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
-        assert (
-            sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-                "QueueArn"
+    sqs = boto3.client("sqs", region_name=region, endpoint_url=s3.endpoint_url)
+    bucket = boto3.client("s3", region_name=region, endpoint_url=s3.endpoint_url)
+    queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    assert (
+        sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        == arn
+    )
+    bucket.create_bucket(Bucket="my-uploads-bucket")
+    bucket.put_bucket_cors(
+        Bucket="my-uploads-bucket",
+        CORSConfiguration=json.loads((AWS / "cors.json").read_text()),
+    )
+    bucket.put_bucket_notification_configuration(
+        Bucket="my-uploads-bucket", NotificationConfiguration=notification
+    )
+    key = "user_1/a report.txt"
+    bucket.put_object(Bucket="my-uploads-bucket", Key=key, Body=b"hello")
+    bucket.delete_object(Bucket="my-uploads-bucket", Key=key)
+    events: list[tuple[str, str]] = []
+    for _ in range(5):
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        for message in messages:
+            body = json.loads(message["Body"])
+            events += [
+                # S3 URL-encodes keys in event records (a space arrives as '+').
+                (r["eventName"], unquote_plus(r["s3"]["object"]["key"]))
+                for r in body.get("Records", [])
             ]
-            == arn
-        )
-        s3.create_bucket(Bucket="my-uploads-bucket")
-        s3.put_bucket_cors(
-            Bucket="my-uploads-bucket",
-            CORSConfiguration=json.loads((AWS / "cors.json").read_text()),
-        )
-        s3.put_bucket_notification_configuration(
-            Bucket="my-uploads-bucket", NotificationConfiguration=notification
-        )
-        key = "user_1/a report.txt"
-        s3.put_object(Bucket="my-uploads-bucket", Key=key, Body=b"hello")
-        s3.delete_object(Bucket="my-uploads-bucket", Key=key)
-        events: list[tuple[str, str]] = []
-        for _ in range(5):
-            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
-            for message in messages:
-                body = json.loads(message["Body"])
-                events += [
-                    # S3 URL-encodes keys in event records (a space arrives as '+').
-                    (r["eventName"], unquote_plus(r["s3"]["object"]["key"]))
-                    for r in body.get("Records", [])
-                ]
-            if len(events) >= 2:
-                break
+        if len(events) >= 2:
+            break
     assert ("ObjectCreated:Put", key) in events
     assert ("ObjectRemoved:Delete", key) in events
 
@@ -92,7 +93,7 @@ def test_aws_queue_policy_lets_only_the_bucket_send() -> None:
     assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == "arn:aws:s3:::my-uploads-bucket"
 
 
-def test_aws_iam_policy_grants_what_the_gateway_needs_and_no_more() -> None:
+def test_aws_iam_policy_grants_what_the_gateway_needs_and_no_more(s3: EmbeddedS3) -> None:
     document = (AWS / "iam-policy.json").read_text()
     policy = json.loads(document)
     grants = {
@@ -114,6 +115,6 @@ def test_aws_iam_policy_grants_what_the_gateway_needs_and_no_more() -> None:
         "sqs:DeleteMessage": queue,
     }
     assert all(st["Effect"] == "Allow" for st in policy["Statement"])
-    with mock_aws():  # IAM rejects a malformed document
-        iam = boto3.client("iam", region_name="us-east-1")
-        iam.create_policy(PolicyName="upload-gateway", PolicyDocument=document)
+    # IAM rejects a malformed document
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=s3.endpoint_url)
+    iam.create_policy(PolicyName="upload-gateway", PolicyDocument=document)
