@@ -27,7 +27,7 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 BUCKET = "uploads"
-pytest_plugins = ["tests.support.localstack"]
+pytest_plugins = ["tests.support.localstack", "tests.support.redis_cluster"]
 
 
 @pytest.fixture(scope="session")
