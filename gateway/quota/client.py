@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, PipelineCommand
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -20,6 +22,9 @@ from redis.utils import HIREDIS_AVAILABLE
 from gateway.config import Settings
 
 RedisClient = Any  # Redis | RedisCluster; both expose the commands we use
+# calls a batch sends again one by one at once (the client refuses more than 100
+# connections a node)
+_ALONE_AT_ONCE = 16
 
 
 class _HiredisPacking:
@@ -78,6 +83,57 @@ class GatewayRedisCluster(RedisCluster):
             self.connection_kwargs["connection_class"] = packing
             for node in self.nodes_manager.startup_nodes.values():
                 node.connection_class = packing
+
+    async def script_calls(
+        self, script: Any, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """Many calls of one script (``AsyncScript``), each ``(keys, args)`` on a slot
+        of its own: the calls for each master written at once on one of its
+        connections, one round trip a node instead of one a call. Answers in order, a
+        failure as its exception. A call that failed on that round trip (redirected,
+        NOSCRIPT, the connection lost, a slot no node serves) is sent again on its own
+        the usual way: topology re-read, redirections followed, the script loaded,
+        retried. Every script of the gateway is safe to run twice."""
+        if self._initialize:
+            await self.initialize()
+        out: list[Any] = [None] * len(calls)
+        by_node: dict[str, tuple[Any, list[PipelineCommand]]] = {}
+        alone: list[int] = []
+        for i, (keys, args) in enumerate(calls):
+            try:
+                node = self.nodes_manager.get_node_from_slot(self.keyslot(keys[0]))
+            except SlotNotCoveredError:
+                alone.append(i)
+                continue
+            cmd = PipelineCommand(i, "EVALSHA", script.sha, len(keys), *keys, *args)
+            by_node.setdefault(node.name, (node, []))[1].append(cmd)
+
+        async def send(node: Any, cmds: list[PipelineCommand]) -> None:
+            try:
+                await node.execute_pipeline(cmds)
+            except Exception as exc:
+                for cmd in cmds:
+                    cmd.result = exc
+
+        await asyncio.gather(*(send(node, cmds) for node, cmds in by_node.values()))
+        for _, cmds in by_node.values():
+            for cmd in cmds:
+                if isinstance(cmd.result, Exception):
+                    alone.append(cmd.position)
+                else:
+                    out[cmd.position] = cmd.result
+        limit = asyncio.Semaphore(_ALONE_AT_ONCE)
+
+        async def again(i: int) -> None:
+            keys, args = calls[i]
+            async with limit:
+                try:
+                    out[i] = await script(keys=keys, args=args)
+                except Exception as exc:
+                    out[i] = exc
+
+        await asyncio.gather(*(again(i) for i in alone))
+        return out
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         # A script call's keys all share one project's hash tag: it is routed by its

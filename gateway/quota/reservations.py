@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -29,8 +29,8 @@ from gateway.errors import DependencyUnavailable
 IDLE_TTL_SECONDS = 86_400
 MARKER_TTL_MS = 30_000
 MAX_REBUILDS = 20
-# script calls a batch has in flight at once on Redis Cluster (one per project): well
-# under the client's 100 connections per node, which it refuses to exceed
+# script calls a batch split per project has in flight at once where the client sends
+# them one by one (on Redis Cluster it sends each node's together: script_calls)
 MAX_CONCURRENT_CALLS = 16
 # v2 layout (reservations carry deadlines); keys of the older gw: layout are not read
 PREFIX = "gwq"
@@ -335,6 +335,7 @@ class QuotaStore:
         replies = await self._per_project(
             items,
             lambda r: r.project_id,
+            self._reserve,
             lambda group: self._judge_call(group, nonce, installs),
         )
         out: list[Verdict | DependencyUnavailable] = [_ADMITTED] * len(items)
@@ -363,7 +364,7 @@ class QuotaStore:
         items: Sequence[Reservation],
         nonce: str,
         installs: dict[HashId, tuple[str, Snapshot]],
-    ) -> Awaitable[Any]:
+    ) -> tuple[list[str], list[Any]]:
         keys: list[str] = []
         args: list[Any] = [nonce, MARKER_TTL_MS, IDLE_TTL_SECONDS, len(items)]
         where: dict[HashId, int] = {}  # each hash's 1-based index among KEYS
@@ -394,47 +395,61 @@ class QuotaStore:
             )
             for p in snap.pending:
                 args.extend(p)
-        return self._reserve(keys=keys, args=args)  # type: ignore[no-any-return]
+        return keys, args
 
     async def _per_project(
         self,
         items: Sequence[T],
         project_of: Callable[[T], str],
-        call: Callable[[Sequence[T]], Awaitable[Any]],
+        script: Any,
+        build: Callable[[Sequence[T]], tuple[list[str], list[Any]]],
     ) -> list[tuple[list[int], Any]]:
-        """One script call for the whole batch; on Redis Cluster one per project (one
-        hash slot each), concurrently (at most ``MAX_CONCURRENT_CALLS`` at once).
-        Answers, per call: (its item indices, its reply, or the DependencyUnavailable
-        it failed with). Every call has ended when this returns, so nothing a failed
-        batch sent is still on its way to Redis when its caller cleans up."""
-        if not self._split:
-            return [(list(range(len(items))), await self._one_call(call, items))]
+        """One script call for the whole batch (``build`` makes its keys and args); on
+        Redis Cluster one per project (one hash slot each), the calls for each node
+        sent together (``GatewayRedisCluster.script_calls``). Answers, per call: (its
+        item indices, its reply, or the DependencyUnavailable it failed with). Every
+        call has ended when this returns, so nothing a failed batch sent is still on
+        its way to Redis when its caller cleans up."""
         groups: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(project_of(item), []).append(i)
-        if len(groups) == 1:
-            return [(list(range(len(items))), await self._one_call(call, items))]
-        limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        if self._split:
+            for i, item in enumerate(items):
+                groups.setdefault(project_of(item), []).append(i)
+        if len(groups) <= 1:
+            keys, args = build(items)
+            return [(list(range(len(items))), await self._one_call(script, keys, args))]
+        calls = [build([items[i] for i in idx]) for idx in groups.values()]
+        script_calls = getattr(self.redis, "script_calls", None)
+        if script_calls is not None:
+            replies = [self._reply(r) for r in await script_calls(script, calls)]
+        else:  # calls one by one, concurrently (tests split on standalone Redis)
+            limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
-        async def one(idx: list[int]) -> Any:
-            async with limit:
-                return await self._one_call(call, [items[i] for i in idx])
+            async def one(keys: list[str], args: list[Any]) -> Any:
+                async with limit:
+                    return await self._one_call(script, keys, args)
 
-        replies = await asyncio.gather(
-            *(one(idx) for idx in groups.values()), return_exceptions=True
-        )
-        for reply in replies:  # a bug, not Redis: raised once every call has ended
-            if isinstance(reply, BaseException) and not isinstance(reply, DependencyUnavailable):
-                raise reply
+            replies = await asyncio.gather(*(one(*c) for c in calls), return_exceptions=True)
+            for reply in replies:  # a bug, not Redis: raised once every call has ended
+                if isinstance(reply, BaseException) and not isinstance(
+                    reply, DependencyUnavailable
+                ):
+                    raise reply
         return list(zip(groups.values(), replies, strict=True))
 
-    async def _one_call(
-        self, call: Callable[[Sequence[T]], Awaitable[Any]], group: Sequence[T]
-    ) -> Any:
+    async def _one_call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await call(group)
+            return await script(keys=keys, args=args)
         except _REDIS_DOWN as exc:
             return self.unavailable(exc)
+
+    def _reply(self, reply: Any) -> Any:
+        """A reply of ``script_calls``: a failure is a DependencyUnavailable (Redis) or
+        raised (a bug)."""
+        if isinstance(reply, _REDIS_DOWN):
+            return self.unavailable(reply)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     async def apply(
         self,
@@ -455,10 +470,15 @@ class QuotaStore:
         if not items:
             return
         _all_or_raise(
-            [reply for _, reply in await self._per_project(items, lambda i: i[0], self._mirror)]
+            [
+                reply
+                for _, reply in await self._per_project(
+                    items, lambda i: i[0], self._apply, self._mirror
+                )
+            ]
         )
 
-    def _mirror(self, items: Sequence[MirrorItem]) -> Awaitable[Any]:
+    def _mirror(self, items: Sequence[MirrorItem]) -> tuple[list[str], list[Any]]:
         by_project: dict[str, list[MirrorItem]] = {}
         for item in items:
             by_project.setdefault(item[0], []).append(item)
@@ -490,7 +510,7 @@ class QuotaStore:
                 )
                 tver = t_usage.version if t_usage else -1  # -1: usage unchanged
                 args.extend((t_usage.used if t_usage else 0, tver, len(released), *released))
-        return self._apply(keys=keys, args=args)  # type: ignore[no-any-return]
+        return keys, args
 
     async def release(self, uploads: Sequence[tuple[str, str, str]]) -> None:
         """Ends the reservations of these (project, tenant, upload) ids, if they hold
@@ -506,12 +526,12 @@ class QuotaStore:
         if not uploads:
             return []
 
-        def call(group: Sequence[tuple[str, str, str]]) -> Awaitable[Any]:
+        def call(group: Sequence[tuple[str, str, str]]) -> tuple[list[str], list[Any]]:
             keys = [k for p, t, _ in group for k in (tenant_key(p, t), generation_key(p))]
-            return self._holds(keys=keys, args=[u for _, _, u in group])  # type: ignore[no-any-return]
+            return keys, [u for _, _, u in group]
 
         out: list[bool | None] = [None] * len(uploads)
-        replies = await self._per_project(uploads, lambda u: u[0], call)
+        replies = await self._per_project(uploads, lambda u: u[0], self._holds, call)
         _all_or_raise([answers for _, answers in replies])
         for idx, answers in replies:
             for i, a in zip(idx, answers, strict=True):
