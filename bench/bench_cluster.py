@@ -100,6 +100,7 @@ class Side:
     seconds: float = 0.0
     p99_ms: float = 0.0
     errors: int = 0
+    rounds: list[float] = field(default_factory=list)  # req/s of each round
     cpu: dict[str, float] = field(default_factory=lambda: {"srv": 0.0, "pg": 0.0, "redis": 0.0})
 
 
@@ -216,8 +217,11 @@ def measure(side: Side, svc: Services, args: argparse.Namespace) -> None:
     after = asyncio.run(cpu_sample(side, svc.database_url))
     for k in side.cpu:
         side.cpu[k] += after[k] - before[k]
-    side.requests += sum(int(r["requests"]) for r in runs)
-    side.seconds += max(float(r["duration_us"]) for r in runs) / 1e6
+    requests = sum(int(r["requests"]) for r in runs)
+    seconds = max(float(r["duration_us"]) for r in runs) / 1e6
+    side.rounds.append(requests / seconds)
+    side.requests += requests
+    side.seconds += seconds
     side.p99_ms = max(side.p99_ms, *(float(r["p99_us"]) / 1000 for r in runs))
     side.errors += sum(int(r["status_errors"]) + int(r["socket_errors"]) for r in runs)
 
@@ -359,10 +363,18 @@ def main() -> int:
             ]
         )
     ratio = (clustered.requests / clustered.seconds) / (standalone.requests / standalone.seconds)
+    per_round = sorted(c / s for c, s in zip(clustered.rounds, standalone.rounds, strict=True))
     clean = all(side.errors == 0 for side, _ in sides)
     ok = ratio >= TARGET and clean
     rows.append(
         ["cluster ÷ standalone", f"{ratio:.2f}", "", "", "", "", "", f">= {TARGET:g}", verdict(ok)]
+    )
+    rows.append(
+        [
+            "  per round (sorted)",
+            " ".join(f"{r:.2f}" for r in per_round),
+            *[""] * 7,
+        ]
     )
     print(
         f"\nupload path: {args.connections} connections in all ({LOADERS} wrk -t1), "
