@@ -17,6 +17,7 @@ from gateway.quota.client import (
     GatewayRedisCluster,
     HiredisConnection,
     HiredisSSLConnection,
+    cluster_seeds,
     create_redis,
 )
 
@@ -74,3 +75,14 @@ def test_the_cluster_client_uses_it() -> None:
         HiredisConnection
     }
     assert connection_classes("rediss+cluster://127.0.0.1:7000") == {HiredisSSLConnection}
+
+
+def test_cluster_seeds() -> None:
+    """Every node of redis+cluster://h1:p1,h2:p2 is a seed; the first stays in the URL
+    with its credentials and options."""
+    first, rest = cluster_seeds("rediss://user:pw@a:7000,b:7001,c/0?ssl_cert_reqs=none")
+    assert first == "rediss://user:pw@a:7000/0?ssl_cert_reqs=none"
+    assert rest == [("b", 7001), ("c", 6379)]
+    client = create_redis(Settings.from_env({"GATEWAY_REDIS_URL": "redis+cluster://a:1,b:2"}))
+    assert isinstance(client, GatewayRedisCluster)
+    assert set(client.nodes_manager.startup_nodes) == {"a:1", "b:2"}
