@@ -63,6 +63,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/bench_upload_path.py
 	$(BIN)/python bench/bench_events.py
 	$(BIN)/python bench/bench_http_layers.py
+	$(BIN)/python bench/bench_cluster.py
 
 clean:
 	rm -rf $(VENV) .venv-localstack .pytest_cache .mypy_cache .ruff_cache test-output

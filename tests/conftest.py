@@ -28,7 +28,11 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 BUCKET = "uploads"
-pytest_plugins = ["tests.support.localstack", "tests.support.pgbouncer"]
+pytest_plugins = [
+    "tests.support.localstack",
+    "tests.support.pgbouncer",
+    "tests.support.redis_cluster",
+]
 
 # No per-example deadline: a wall-clock limit is a timing assertion, and on a shared
 # machine an example that takes 1 ms alone can take 500 ms (hypothesis then fails it

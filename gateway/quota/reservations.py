@@ -2,12 +2,13 @@
 
 Redis holds, per tenant and per project (one hash each, sharing the ``{project}``
 hash tag): the usage mirrored from Postgres with its version, the sum of open
-reservations, and one field per reservation; and per project a sorted set of every
-reservation's deadline, so that a reservation stops counting the moment its deadline
-passes, in the admission script itself. Postgres holds the durable truth: a pending
-upload row is written *before* its reservation is admitted here, so if Redis loses
-its data the hashes are rebuilt from Postgres and nothing admitted is lost. See
-docs/quota.md for the argument.
+reservations, and one field per reservation; and with each hash a sorted set of its
+reservations' deadlines, so that a reservation stops counting the moment its deadline
+passes, in the admission script itself. Every key a script touches is one it declares
+(on Redis Cluster a call holds one project's keys: one slot). Postgres holds the
+durable truth: a pending upload row is written *before* its reservation is admitted
+here, so if Redis loses its data the hashes are rebuilt from Postgres and nothing
+admitted is lost. See docs/quota.md for the argument.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -28,13 +29,21 @@ from gateway.errors import DependencyUnavailable
 IDLE_TTL_SECONDS = 86_400
 MARKER_TTL_MS = 30_000
 MAX_REBUILDS = 20
+# script calls a batch split per project has in flight at once where the client sends
+# them one by one (on Redis Cluster it sends each node's together: script_calls)
+MAX_CONCURRENT_CALLS = 16
 # v2 layout (reservations carry deadlines); keys of the older gw: layout are not read
 PREFIX = "gwq"
 
-# Every Redis error that is not a verdict means "Redis cannot answer now" (down,
-# timing out, loading, a Cluster resharding or failing over, a read-only replica):
-# a 503 with Retry-After, never a 500.
+# Every Redis error that is not a verdict means "Redis cannot answer now": down,
+# timing out, loading, busy; on Redis Cluster also a cluster that is down or failing
+# over (CLUSTERDOWN, a master that refuses connections until its replica takes over),
+# redirections that do not settle (MOVED/ASK/TRYAGAIN past the client's limit), a
+# topology the client cannot read (RedisClusterException), a replica that became
+# read-only. A 503 with Retry-After, never a 500.
 _REDIS_DOWN: tuple[type[BaseException], ...] = (
+    # ConnectionError, TimeoutError, ClusterError, and ResponseError: ClusterDownError,
+    # MovedError, AskError, TryAgainError, ReadOnlyError, BusyLoadingError, ...
     redis_errors.RedisError,
     redis_errors.RedisClusterException,
     OSError,
@@ -132,10 +141,12 @@ _ADMITTED = Admitted()
 
 @dataclass(frozen=True, slots=True)
 class Missing:
-    """The tenant's or project's hash is gone; rebuild under these marker nonces."""
+    """The tenant's or project's hash is gone (or not trusted: built under another
+    generation); rebuild under these marker nonces, in this generation."""
 
     tenant: str
     project: str
+    generation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +168,43 @@ def project_key(project_id: str) -> str:
 
 
 def deadlines_key(project_id: str) -> str:
+    """The project hash's deadlines (members ``upload|tenant``; the audit walks them)."""
     return f"{PREFIX}:{{{project_id}}}:x"
+
+
+def tenant_deadlines_key(project_id: str, tenant_id: str) -> str:
+    """A tenant hash's deadlines (members: upload ids)."""
+    return f"{PREFIX}:{{{project_id}}}:x:{tenant_id}"
 
 
 def generation_key(project_id: str) -> str:
     return f"{PREFIX}:{{{project_id}}}:g"
 
 
+def marker_key(hash_key: str) -> str:
+    return hash_key + ":rb"
+
+
+def journal_key(hash_key: str) -> str:
+    return hash_key + ":j"
+
+
+# a hash's index among an upload's keys in reserve.lua (7 per upload)
+_TENANT_AT, _PROJECT_AT, _PER_UPLOAD = 0, 3, 7
+
+
 def _keys(project_id: str, tenant_id: str) -> list[str]:
     t = tenant_key(project_id, tenant_id)
     p = project_key(project_id)
-    return [t, t + ":rb", p, p + ":rb", deadlines_key(project_id), generation_key(project_id)]
+    return [
+        t,
+        marker_key(t),
+        tenant_deadlines_key(project_id, tenant_id),
+        p,
+        marker_key(p),
+        deadlines_key(project_id),
+        generation_key(project_id),
+    ]
 
 
 class QuotaStore:
@@ -196,7 +233,9 @@ class QuotaStore:
         )
 
     def unavailable(self, exc: BaseException) -> DependencyUnavailable:
-        return DependencyUnavailable("redis", retry_after=self.retry_after, cause=repr(exc))
+        # (redis-py's repr of its errors leaves out the message)
+        cause = f"{type(exc).__name__}: {exc}"
+        return DependencyUnavailable("redis", retry_after=self.retry_after, cause=cause)
 
     async def reserve(self, r: Reservation) -> Admitted | Rejected:
         """Admits or rejects one upload, rebuilding missing hashes from Postgres."""
@@ -212,8 +251,15 @@ class QuotaStore:
 
         An upload whose hash is missing gets ``Missing``: ``rebuild_and_reserve``
         rebuilds and judges those in batches of their own, so a rebuild holds up no
-        one else.
+        one else. Raises ``DependencyUnavailable`` if any of them could not be judged.
         """
+        return _all_or_raise(await self.reserve_each(items))
+
+    async def reserve_each(
+        self, items: Sequence[Reservation]
+    ) -> list[Verdict | DependencyUnavailable]:
+        """``reserve_many``, where each upload gets its own answer: on Redis Cluster a
+        shard that cannot answer fails only the uploads of the projects it holds."""
         return await self._judge(items, {})
 
     async def rebuild_and_reserve(
@@ -224,25 +270,35 @@ class QuotaStore:
         batch of cold tenants costs one statement and one script call more than a
         batch of warm ones. A snapshot refused (the state changed while it was read)
         is taken again."""
+        return _all_or_raise(await self.rebuild_and_reserve_each(items))
+
+    async def rebuild_and_reserve_each(
+        self, items: Sequence[tuple[Reservation, Missing]]
+    ) -> list[Admitted | Rejected | DependencyUnavailable]:
+        """``rebuild_and_reserve``, where each upload gets its own answer (as in
+        ``reserve_each``)."""
         todo = {i: m for i, (_, m) in enumerate(items)}
-        out: list[Admitted | Rejected] = [_ADMITTED] * len(items)
+        out: list[Admitted | Rejected | DependencyUnavailable] = [_ADMITTED] * len(items)
         for _ in range(MAX_REBUILDS):
-            hashes: dict[HashId, str] = {}
+            hashes: dict[HashId, tuple[str, str]] = {}  # (marker nonce, generation)
             for i, m in todo.items():
                 r = items[i][0]
                 if m.tenant:
-                    hashes[(r.project_id, r.tenant_id)] = m.tenant
+                    hashes[(r.project_id, r.tenant_id)] = (m.tenant, m.generation)
                 if m.project:
-                    hashes[(r.project_id, None)] = m.project
+                    hashes[(r.project_id, None)] = (m.project, m.generation)
             # A project's snapshot holds all its pending uploads: skip it where a batch
             # before this one has built the hash already (every upload judged while it
             # was missing arrives here asking for it).
-            for h in [h for h in hashes if h[1] is None]:
-                if await self._exists(project_key(h[0])):
+            projects = [h for h in hashes if h[1] is None]
+            for h, built in zip(projects, await self._built(projects), strict=True):
+                if built:
                     del hashes[h]
             snaps = await self.source.snapshots(list(hashes)) if hashes else []
+            # installed only in the generation its marker was set in
             installs = {
-                h: (nonce, snap) for (h, nonce), snap in zip(hashes.items(), snaps, strict=True)
+                h: (nonce, replace(snap, generation=gen))
+                for (h, (nonce, gen)), snap in zip(hashes.items(), snaps, strict=True)
             }
             idx = list(todo)
             verdicts = await self._judge([items[i][0] for i in idx], installs)
@@ -254,22 +310,41 @@ class QuotaStore:
                     out[i] = v
             if not todo:
                 return out
-        raise DependencyUnavailable(
-            "redis", retry_after=self.retry_after, cause="rebuild contention"
-        )
+        for i in todo:
+            out[i] = DependencyUnavailable(
+                "redis", retry_after=self.retry_after, cause="rebuild contention"
+            )
+        return out
+
+    async def _built(self, projects: Sequence[HashId]) -> list[bool]:
+        """Whether each project's hash exists now (where Redis cannot say: False, and
+        the snapshot is read; the judging call then answers for it)."""
+
+        async def exists(h: HashId) -> bool:
+            try:
+                return bool(await self.redis.exists(project_key(h[0])))
+            except _REDIS_DOWN:
+                return False
+
+        return list(await asyncio.gather(*(exists(h) for h in projects)))
 
     async def _judge(
         self, items: Sequence[Reservation], installs: dict[HashId, tuple[str, Snapshot]]
-    ) -> list[Verdict]:
+    ) -> list[Verdict | DependencyUnavailable]:
         nonce = secrets.token_hex(8)
         replies = await self._per_project(
             items,
             lambda r: r.project_id,
+            self._reserve,
             lambda group: self._judge_call(group, nonce, installs),
         )
-        out: list[Verdict] = [_ADMITTED] * len(items)
+        out: list[Verdict | DependencyUnavailable] = [_ADMITTED] * len(items)
         now = time.monotonic()
         for idx, answers in replies:
+            if isinstance(answers, DependencyUnavailable):
+                for i in idx:
+                    out[i] = answers
+                continue
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = _verdict(answer)
                 project, gen = items[i].project_id, _text(answer[-1])
@@ -289,15 +364,15 @@ class QuotaStore:
         items: Sequence[Reservation],
         nonce: str,
         installs: dict[HashId, tuple[str, Snapshot]],
-    ) -> Awaitable[Any]:
+    ) -> tuple[list[str], list[Any]]:
         keys: list[str] = []
         args: list[Any] = [nonce, MARKER_TTL_MS, IDLE_TTL_SECONDS, len(items)]
         where: dict[HashId, int] = {}  # each hash's 1-based index among KEYS
         for j, r in enumerate(items):
             keys.extend(_keys(r.project_id, r.tenant_id))
             args.extend(r.script_args())
-            where.setdefault((r.project_id, r.tenant_id), j * 6 + 1)
-            where.setdefault((r.project_id, None), j * 6 + 3)
+            where.setdefault((r.project_id, r.tenant_id), j * _PER_UPLOAD + _TENANT_AT + 1)
+            where.setdefault((r.project_id, None), j * _PER_UPLOAD + _PROJECT_AT + 1)
         mine = {h: (where[h], nonce_snap) for h, nonce_snap in installs.items() if h in where}
         for r in items:  # snapshots read along with the request (no marker)
             h = (r.project_id, r.tenant_id)
@@ -305,9 +380,11 @@ class QuotaStore:
                 mine[h] = (where[h], ("", r.snapshot))
         args.append(len(mine))
         for k, (snap_nonce, snap) in mine.values():
+            keys.append(journal_key(keys[k - 1]))  # declared after the uploads' keys
             args.extend(
                 (
                     k,
+                    len(keys),
                     snap_nonce,
                     snap.read_ms,
                     snap.generation,
@@ -318,29 +395,61 @@ class QuotaStore:
             )
             for p in snap.pending:
                 args.extend(p)
-        return self._reserve(keys=keys, args=args)  # type: ignore[no-any-return]
+        return keys, args
 
     async def _per_project(
         self,
         items: Sequence[T],
         project_of: Callable[[T], str],
-        call: Callable[[Sequence[T]], Awaitable[Any]],
+        script: Any,
+        build: Callable[[Sequence[T]], tuple[list[str], list[Any]]],
     ) -> list[tuple[list[int], Any]]:
-        """One script call for the whole batch; on Redis Cluster one per project (one
-        hash slot each), concurrently. Answers (the group's item indices, its reply)."""
+        """One script call for the whole batch (``build`` makes its keys and args); on
+        Redis Cluster one per project (one hash slot each), the calls for each node
+        sent together (``GatewayRedisCluster.script_calls``). Answers, per call: (its
+        item indices, its reply, or the DependencyUnavailable it failed with). Every
+        call has ended when this returns, so nothing a failed batch sent is still on
+        its way to Redis when its caller cleans up."""
         groups: dict[str, list[int]] = {}
         if self._split:
             for i, item in enumerate(items):
                 groups.setdefault(project_of(item), []).append(i)
+        if len(groups) <= 1:
+            keys, args = build(items)
+            return [(list(range(len(items))), await self._one_call(script, keys, args))]
+        calls = [build([items[i] for i in idx]) for idx in groups.values()]
+        script_calls = getattr(self.redis, "script_calls", None)
+        if script_calls is not None:
+            replies = [self._reply(r) for r in await script_calls(script, calls)]
+        else:  # calls one by one, concurrently (tests split on standalone Redis)
+            limit = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+
+            async def one(keys: list[str], args: list[Any]) -> Any:
+                async with limit:
+                    return await self._one_call(script, keys, args)
+
+            replies = await asyncio.gather(*(one(*c) for c in calls), return_exceptions=True)
+            for reply in replies:  # a bug, not Redis: raised once every call has ended
+                if isinstance(reply, BaseException) and not isinstance(
+                    reply, DependencyUnavailable
+                ):
+                    raise reply
+        return list(zip(groups.values(), replies, strict=True))
+
+    async def _one_call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            if len(groups) <= 1:
-                return [(list(range(len(items))), await call(items))]
-            replies = await asyncio.gather(
-                *(call([items[i] for i in idx]) for idx in groups.values())
-            )
-            return list(zip(groups.values(), replies, strict=True))
+            return await script(keys=keys, args=args)
         except _REDIS_DOWN as exc:
-            raise self.unavailable(exc) from exc
+            return self.unavailable(exc)
+
+    def _reply(self, reply: Any) -> Any:
+        """A reply of ``script_calls``: a failure is a DependencyUnavailable (Redis) or
+        raised (a bug)."""
+        if isinstance(reply, _REDIS_DOWN):
+            return self.unavailable(reply)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     async def apply(
         self,
@@ -360,9 +469,16 @@ class QuotaStore:
         """
         if not items:
             return
-        await self._per_project(items, lambda item: item[0], self._mirror)
+        _all_or_raise(
+            [
+                reply
+                for _, reply in await self._per_project(
+                    items, lambda i: i[0], self._apply, self._mirror
+                )
+            ]
+        )
 
-    def _mirror(self, items: Sequence[MirrorItem]) -> Awaitable[Any]:
+    def _mirror(self, items: Sequence[MirrorItem]) -> tuple[list[str], list[Any]]:
         by_project: dict[str, list[MirrorItem]] = {}
         for item in items:
             by_project.setdefault(item[0], []).append(item)
@@ -376,15 +492,25 @@ class QuotaStore:
                 key=lambda u: u.version,
                 default=None,
             )
-            keys.extend((p, p + ":rb", deadlines_key(project_id)))
+            keys.extend(
+                (
+                    p,
+                    marker_key(p),
+                    journal_key(p),
+                    deadlines_key(project_id),
+                    generation_key(project_id),
+                )
+            )
             args.extend((p_usage.used if p_usage else 0, p_usage.version if p_usage else -1))
             args.append(len(group))
             for _, tenant_id, t_usage, _, released in group:
                 t = tenant_key(project_id, tenant_id)
-                keys.extend((t, t + ":rb"))
+                keys.extend(
+                    (t, marker_key(t), journal_key(t), tenant_deadlines_key(project_id, tenant_id))
+                )
                 tver = t_usage.version if t_usage else -1  # -1: usage unchanged
                 args.extend((t_usage.used if t_usage else 0, tver, len(released), *released))
-        return self._apply(keys=keys, args=args)  # type: ignore[no-any-return]
+        return keys, args
 
     async def release(self, uploads: Sequence[tuple[str, str, str]]) -> None:
         """Ends the reservations of these (project, tenant, upload) ids, if they hold
@@ -400,12 +526,14 @@ class QuotaStore:
         if not uploads:
             return []
 
-        def call(group: Sequence[tuple[str, str, str]]) -> Awaitable[Any]:
-            keys = [tenant_key(p, t) for p, t, _ in group]
-            return self._holds(keys=keys, args=[u for _, _, u in group])  # type: ignore[no-any-return]
+        def call(group: Sequence[tuple[str, str, str]]) -> tuple[list[str], list[Any]]:
+            keys = [k for p, t, _ in group for k in (tenant_key(p, t), generation_key(p))]
+            return keys, [u for _, _, u in group]
 
         out: list[bool | None] = [None] * len(uploads)
-        for idx, answers in await self._per_project(uploads, lambda u: u[0], call):
+        replies = await self._per_project(uploads, lambda u: u[0], self._holds, call)
+        _all_or_raise([answers for _, answers in replies])
+        for idx, answers in replies:
             for i, a in zip(idx, answers, strict=True):
                 out[i] = None if int(a) < 0 else bool(int(a))
         return out
@@ -438,12 +566,22 @@ class QuotaStore:
             raise self.unavailable(exc) from exc
 
 
+def _all_or_raise(results: Sequence[T | DependencyUnavailable]) -> list[T]:
+    """The results, if none is a failure; else the first failure, raised."""
+    for r in results:
+        if isinstance(r, DependencyUnavailable):
+            raise r
+    return results  # type: ignore[return-value]
+
+
 def _verdict(answer: Sequence[Any]) -> Verdict:
     kind = _text(answer[0])
     if kind == "ok":
         return _ADMITTED
     if kind == "missing":
-        return Missing(tenant=_text(answer[1]), project=_text(answer[2]))
+        return Missing(
+            tenant=_text(answer[1]), project=_text(answer[2]), generation=_text(answer[3])
+        )
     return Rejected(scope=kind, used=int(answer[1]), reserved=int(answer[2]))
 
 

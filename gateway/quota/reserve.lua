@@ -1,25 +1,59 @@
--- Atomic admission for one or more uploads of one project, judged in order: each is
--- admitted iff used + reserved + size <= limit for its tenant and for the project,
--- where reserved counts only reservations whose deadline (expires_at + grace) is
--- still ahead, by this server's clock (TIME), on every replica alike.
--- KEYS, 6 per upload: tenant hash, tenant rebuild marker, project hash, project
---       marker, project deadlines (a sorted set: member 'upload|tenant', score the
---       deadline in ms), project generation (a random value that a loss of Redis's
---       data replaces). All share the {project} hash tag (one slot on a Cluster).
+-- Atomic admission for one or more uploads, judged in order: each is admitted iff
+-- used + reserved + size <= limit for its tenant and for its project, where reserved
+-- counts only reservations whose deadline (expires_at + grace) is still ahead, by this
+-- server's clock (TIME), on every replica alike.
+-- Every key the script touches is in KEYS: Redis Cluster routes the call by them (one
+-- call per project there: all of a project's keys share its {project} hash tag, one
+-- slot), and stricter servers refuse a script that touches a key it did not declare.
+-- KEYS, 7 per upload: tenant hash, tenant rebuild marker, tenant deadlines (a sorted
+--       set: member the upload id, score its deadline in ms), project hash, project
+--       marker, project deadlines (member 'upload|tenant'), project generation (see
+--       generation); then the journal of each hash to install (see install).
 -- ARGV: rebuild nonce, marker ttl (ms), idle ttl (s), n uploads, then 9 per upload:
 --       upload id, size, tenant limit (-1 = none), tenant used, tenant usage version,
 --       project limit (-1 = none), project used, project usage version, deadline (ms);
 --       then m snapshots to install first (rebuilds), each: KEYS index of the hash
---       (a tenant's or a project's), its marker nonce ('' = none: a snapshot read
---       without a marker, see install), the time it was read (ms), the project
---       generation it was read under, used, usage version, count c, then
---       c x (upload id, tenant, size, deadline).
+--       (a tenant's or a project's), KEYS index of its journal, its marker nonce
+--       ('' = none: a snapshot read without a marker, see install), the time it was
+--       read (ms), the project generation it was read under (the marker's, or known
+--       before the read), used, usage version, count c, then c x (upload id, tenant,
+--       size, deadline).
 -- Returns one verdict per upload, its project's generation last:
 --       {'ok', gen} | {'missing', tenant nonce|'', project nonce|'', gen}
 --       | {'tenant'|'project', used, reserved, gen}
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local n = tonumber(ARGV[4])
+local PER_UPLOAD = 7
+
+-- The project's generation: '<random>/<run_id>', the run_id of the Redis process that
+-- holds the project's keys. Made on first use, and made anew when the keys are found
+-- in another process: after a loss of Redis's data (restart, flush: the key is gone),
+-- and after a failover or a restart from disk, where the keys survived but may miss
+-- the last writes (replication and fsync are asynchronous). Every hash carries the
+-- generation it was built under (field 'g'); a hash of another generation is not
+-- trusted: it is deleted, with its deadlines, and rebuilt from Postgres.
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+local generations = {}
+local function generation(gkey)
+  local g = generations[gkey]
+  if g then return g end
+  local suffix = '/' .. run_id
+  g = redis.call('GET', gkey)
+  if not g or string.sub(g, -#suffix) ~= suffix then
+    g = ARGV[1] .. suffix
+    redis.call('SET', gkey, g)
+  end
+  generations[gkey] = g
+  return g
+end
+
+local function valid(h, dl, gen)
+  if redis.call('EXISTS', h) == 0 then return false end
+  if redis.call('HGET', h, 'g') == gen then return true end
+  redis.call('DEL', h, dl)
+  return false
+end
 
 -- Start (or join) a rebuild: the marker must live from before the caller's snapshot
 -- until its install. Concurrent rebuilders share the marker's nonce.
@@ -36,7 +70,9 @@ local function drop(h, f)
   end
 end
 
--- Install a snapshot of a missing hash (unless someone else installed one already).
+-- Install a snapshot of a missing hash (unless someone else installed one already),
+-- with its deadlines (rewritten: they belong to the hash). Only under the generation
+-- the snapshot was read under: within one generation nothing admitted was lost.
 -- What changed while the hash was missing is in its journal (apply.lua): a newer usage
 -- and the reservations that ended; the snapshot is reconciled with it. A snapshot read
 -- after the marker was set must still find the marker (apply.lua deletes it): then
@@ -46,23 +82,19 @@ end
 -- could have taken reservations admitted after the read), and while the journal still
 -- covers the time since it was read.
 local JOURNAL_COVERS_MS = 60000
-local function install(k, nonce, read_ms, gen, used, ver, first, count)
-  local h = KEYS[k]
-  local is_tenant = (k - 1) % 6 == 0
-  local dl = is_tenant and KEYS[k + 4] or KEYS[k + 2]
-  local gkey = is_tenant and KEYS[k + 5] or KEYS[k + 3]
-  if redis.call('EXISTS', h) == 1 then return end
+local function install(k, jk, nonce, read_ms, gen, used, ver, first, count)
+  local h, journal, dl = KEYS[k], KEYS[jk], KEYS[k + 2]
+  local is_tenant = (k - 1) % PER_UPLOAD == 0
+  local current = generation(is_tenant and KEYS[k + 6] or KEYS[k + 3])
+  if gen ~= current or valid(h, dl, current) then return end
   if nonce ~= '' and redis.call('GET', KEYS[k + 1]) ~= nonce then return end
-  if nonce == '' then
-    if now - tonumber(read_ms) > JOURNAL_COVERS_MS then return end
-    if gen == '' or redis.call('GET', gkey) ~= gen then return end
-  end
-  local journal = h .. ':j'
+  if nonce == '' and now - tonumber(read_ms) > JOURNAL_COVERS_MS then return end
   local jver = redis.call('HGET', journal, 'ver')
   if jver and tonumber(jver) > tonumber(ver) then
     used, ver = redis.call('HGET', journal, 'used'), jver
   end
   local ended = redis.call('EXISTS', journal) == 1
+  redis.call('DEL', dl)
   -- a project's snapshot holds all its pending uploads: written in chunks, summed here
   local total, fields, members = 0, {}, {}
   local function flush()
@@ -77,31 +109,28 @@ local function install(k, nonce, read_ms, gen, used, ver, first, count)
       fields[#fields + 1] = 'r:' .. ARGV[a]
       fields[#fields + 1] = ARGV[a + 2]
       members[#members + 1] = deadline
-      members[#members + 1] = ARGV[a] .. '|' .. ARGV[a + 1]
+      members[#members + 1] = is_tenant and ARGV[a] or (ARGV[a] .. '|' .. ARGV[a + 1])
       total = total + tonumber(ARGV[a + 2])
       if #fields >= 1000 then flush() end
     end
   end
   flush()
-  redis.call('HSET', h, 'used', used, 'ver', ver, 'res', total)
+  redis.call('HSET', h, 'used', used, 'ver', ver, 'res', total, 'g', current)
   redis.call('DEL', KEYS[k + 1], journal)
   if total <= 0 then redis.call('EXPIRE', h, ARGV[3]) end
 end
 
--- Reservations past their deadline stop counting: out of the project's hash and
--- their tenants' (same slot: the tenant's key is the project's prefix + 't:' + id).
+-- Reservations past their deadline stop counting: out of the hash whose deadlines
+-- they are (a tenant's members are upload ids, a project's 'upload|tenant').
 local expired = {}
-local function expire(p, dl)
+local function expire(h, dl, is_project)
   if expired[dl] then return end
   expired[dl] = true
   local gone = redis.call('ZRANGEBYSCORE', dl, '-inf', now)
   if #gone == 0 then return end
-  local tprefix = string.sub(p, 1, -2) .. 't:'
   for _, m in ipairs(gone) do
-    local sep = string.find(m, '|', 1, true)
-    local field = 'r:' .. string.sub(m, 1, sep - 1)
-    drop(p, field)
-    drop(tprefix .. string.sub(m, sep + 1), field)
+    if is_project then m = string.sub(m, 1, string.find(m, '|', 1, true) - 1) end
+    drop(h, 'r:' .. m)
   end
   redis.call('ZREMRANGEBYSCORE', dl, '-inf', now)
 end
@@ -116,26 +145,21 @@ local function sync(h, used, ver)
   return tonumber(redis.call('HGET', h, 'used') or '0')
 end
 
--- The project's generation: made (from this call's random nonce) on first use and
--- after Redis lost its data.
-local function generation(gkey)
-  redis.call('SET', gkey, ARGV[1], 'NX')
-  return redis.call('GET', gkey)
-end
-
 local function reserve(k, a)
-  local tkey, tmark, pkey, pmark, dl = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local gen = generation(KEYS[k + 5])
-  local tmissing = redis.call('EXISTS', tkey) == 0
-  local pmissing = redis.call('EXISTS', pkey) == 0
+  local tkey, tmark, tdl = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local pkey, pmark, pdl = KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  local gen = generation(KEYS[k + 6])
+  local tmissing = not valid(tkey, tdl, gen)
+  local pmissing = not valid(pkey, pdl, gen)
   if tmissing or pmissing then
     local tn, pn = '', ''
     if tmissing then tn = marker(tmark) end
     if pmissing then pn = marker(pmark) end
     return {'missing', tn, pn, gen}
   end
-  local field = 'r:' .. ARGV[a]
-  local member = ARGV[a] .. '|' .. string.sub(tkey, #pkey + 2)
+  local id = ARGV[a]
+  local field = 'r:' .. id
+  local member = id .. '|' .. string.sub(tkey, #pkey + 2)
   local size = tonumber(ARGV[a + 1])
   local tused = sync(tkey, ARGV[a + 3], ARGV[a + 4])
   local pused = sync(pkey, ARGV[a + 6], ARGV[a + 7])
@@ -156,7 +180,8 @@ local function reserve(k, a)
   if verdict then
     drop(tkey, field)
     drop(pkey, field)
-    redis.call('ZREM', dl, member)
+    redis.call('ZREM', tdl, id)
+    redis.call('ZREM', pdl, member)
     return verdict
   end
   if not tmine then
@@ -165,7 +190,8 @@ local function reserve(k, a)
   if not pmine then
     redis.call('HSET', pkey, field, ARGV[a + 1]); redis.call('HINCRBY', pkey, 'res', ARGV[a + 1])
   end
-  redis.call('ZADD', dl, ARGV[a + 8], member)
+  redis.call('ZADD', tdl, ARGV[a + 8], id)
+  redis.call('ZADD', pdl, ARGV[a + 8], member)
   redis.call('PERSIST', tkey)
   redis.call('PERSIST', pkey)
   return {'ok', gen}
@@ -175,16 +201,17 @@ local a = 5 + n * 9
 local m = tonumber(ARGV[a])
 a = a + 1
 for _ = 1, m do
-  local count = tonumber(ARGV[a + 6])
-  install(tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-    a + 7, count)
-  a = a + 7 + count * 4
+  local count = tonumber(ARGV[a + 7])
+  install(tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6], a + 8, count)
+  a = a + 8 + count * 4
 end
 
 local out = {}
 for i = 0, n - 1 do
-  local k = i * 6 + 1
-  expire(KEYS[k + 2], KEYS[k + 4])
+  local k = i * PER_UPLOAD + 1
+  expire(KEYS[k], KEYS[k + 2], false)
+  expire(KEYS[k + 3], KEYS[k + 5], true)
   out[i + 1] = reserve(k, 5 + i * 9)
 end
 return out

@@ -152,11 +152,13 @@ class AdmissionService:
         self._record: MicroBatcher[_Ask, _Recorded | _Refused] = MicroBatcher(
             self._record_batch, max_batch=256, undelivered=self._recorded_for_nobody
         )
+        # (Each upload gets its own answer: on Redis Cluster a shard that cannot answer
+        # fails only the uploads of the projects it holds.)
         self._judge: MicroBatcher[Reservation, Admitted | Rejected | Missing] = MicroBatcher(
-            quota.reserve_many, max_batch=256
+            quota.reserve_each, max_batch=256
         )
         self._rejudge: MicroBatcher[tuple[Reservation, Missing], Admitted | Rejected] = (
-            MicroBatcher(quota.rebuild_and_reserve, max_batch=256)
+            MicroBatcher(quota.rebuild_and_reserve_each, max_batch=256)
         )
         self._warm: OrderedDict[tuple[str, str], None] = OrderedDict()
 

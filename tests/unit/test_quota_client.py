@@ -13,7 +13,13 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
 from gateway.config import Settings
-from gateway.quota.client import HiredisConnection, HiredisSSLConnection, create_redis
+from gateway.quota.client import (
+    GatewayRedisCluster,
+    HiredisConnection,
+    HiredisSSLConnection,
+    cluster_seeds,
+    create_redis,
+)
 
 ARG = st.one_of(
     st.text(),
@@ -56,3 +62,27 @@ def test_the_client_uses_it() -> None:
 
     assert connection_class("redis://127.0.0.1:6379/0") is HiredisConnection
     assert connection_class("rediss://127.0.0.1:6380/0") is HiredisSSLConnection
+
+
+def test_the_cluster_client_uses_it() -> None:
+    def connection_classes(url: str) -> set[type[Any]]:
+        client = create_redis(Settings.from_env({"GATEWAY_REDIS_URL": url}))
+        assert isinstance(client, GatewayRedisCluster)
+        nodes = client.nodes_manager.startup_nodes.values()
+        return {client.connection_kwargs["connection_class"], *(n.connection_class for n in nodes)}
+
+    assert connection_classes("redis+cluster://127.0.0.1:7000,127.0.0.1:7001") == {
+        HiredisConnection
+    }
+    assert connection_classes("rediss+cluster://127.0.0.1:7000") == {HiredisSSLConnection}
+
+
+def test_cluster_seeds() -> None:
+    """Every node of redis+cluster://h1:p1,h2:p2 is a seed; the first stays in the URL
+    with its credentials and options."""
+    first, rest = cluster_seeds("rediss://user:pw@a:7000,b:7001,c/0?ssl_cert_reqs=none")
+    assert first == "rediss://user:pw@a:7000/0?ssl_cert_reqs=none"
+    assert rest == [("b", 7001), ("c", 6379)]
+    client = create_redis(Settings.from_env({"GATEWAY_REDIS_URL": "redis+cluster://a:1,b:2"}))
+    assert isinstance(client, GatewayRedisCluster)
+    assert set(client.nodes_manager.startup_nodes) == {"a:1", "b:2"}
