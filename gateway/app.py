@@ -16,6 +16,8 @@ from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 
 from gateway import __version__
+from gateway.api.audit import SCHEMA_TYPES as AUDIT_TYPES
+from gateway.api.audit import AuditController
 from gateway.api.body import check_json_content_type
 from gateway.api.deps import DEPENDENCIES
 from gateway.api.errors import EXCEPTION_HANDLERS
@@ -83,6 +85,7 @@ STATE_SERVICES = (
     "projects",
     "batcher",
     "ingestor",
+    "audit",
 )
 
 
@@ -129,7 +132,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             finish_openapi(
                 app.openapi_schema,
                 extra_paths={WEBHOOK_PATH: WEBHOOK_OPERATION},
-                extra_types=[IngestResponse],
+                extra_types=[IngestResponse, *AUDIT_TYPES],
             )
             # Everything built so far lives as long as the process: keep it out of the
             # cyclic collector's full passes, which otherwise stall every request in
@@ -148,6 +151,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             TenantController,
             FileController,
             HealthController,
+            AuditController,
             ingest_s3_events,
             static_router(),
             *(extra_route_handlers or []),

@@ -1,5 +1,5 @@
 """The ``gateway`` command: serve, migrate, dev, projects, keys, events, reservations,
-tenants."""
+tenants, audit."""
 
 from __future__ import annotations
 
@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("tenant_id", nargs="?")
     tr.add_argument("--all", action="store_true")
     tr.add_argument("--project", required=True)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True
+    )
+    al = audit.add_parser("list", help="a project's audit entries, newest first")
+    al.add_argument("--project", required=True)
+    al.add_argument("--tenant")
+    al.add_argument("--action", dest="audit_action", metavar="ACTION")
+    al.add_argument("--offset", type=int, default=0)
+    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
 
@@ -173,6 +184,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_keys(settings, args))
     if cmd == "reservations":
         return asyncio.run(_with_runtime(settings, _sweep))
+    if cmd == "audit":
+        return asyncio.run(_with_db(settings, lambda db: _audit_list(db, args)))
     if cmd == "tenants":
         return asyncio.run(_with_runtime(settings, lambda rt: _recalculate(rt, args)))
     if cmd == "events":
@@ -333,6 +346,33 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return await _with_db(settings, run)
+
+
+async def _audit_list(db: Any, args: argparse.Namespace) -> int:
+    from gateway.audit import AuditLog
+
+    if args.offset < 0 or not 1 <= args.limit <= 1000:
+        print("gateway: --limit must be between 1 and 1000, --offset >= 0", file=sys.stderr)
+        return 2
+    entries, total = await AuditLog(db).list(
+        args.project,
+        tenant_id=args.tenant,
+        action=args.audit_action,
+        offset=args.offset,
+        limit=args.limit,
+    )
+    for e in entries:
+        if args.json:
+            print(msgspec.json.encode(e).decode())
+        else:
+            who = f"{e.actor.type}:{e.actor.id}" if e.actor.id else e.actor.type
+            print(
+                f"{e.at}  {e.action:<22} {who:<28} {e.tenant_id or '-':<20} "
+                f"{json.dumps(e.before)} -> {json.dumps(e.after)}"
+            )
+    if not args.json:
+        print(f"({len(entries)} of {total})")
+    return 0
 
 
 async def _with_runtime(

@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway import auth
+from gateway import audit, auth
+from gateway.audit import Actor
 from gateway.db import Database, Q
 from gateway.errors import Conflict, NotFound
 from gateway.ids import new_id
@@ -24,6 +25,14 @@ class CreatedProject:
 
 _UNSET: Any = object()
 
+# The project's settings as the audit log names them (its row's columns).
+AUDITED_FIELDS = (
+    "name",
+    "max_file_size_bytes",
+    "storage_limit_bytes",
+    "default_tenant_limit_bytes",
+)
+
 
 class ProjectService:
     def __init__(self, db: Database) -> None:
@@ -36,12 +45,13 @@ class ProjectService:
         max_file_size: int | None = None,
         storage_limit: int | None = None,
         default_tenant_limit: int | None = None,
+        actor: Actor | None = None,
     ) -> CreatedProject:
         project_id = new_id("prj")
         key = auth.generate_key()
         try:
             async with self.db.transaction() as conn:
-                await conn.execute(
+                row = await conn.fetchrow(
                     Q.insert_project,
                     project_id,
                     name,
@@ -50,6 +60,13 @@ class ProjectService:
                     default_tenant_limit,
                 )
                 await conn.execute(Q.insert_api_key, key.key_id, project_id, key.secret_hash)
+                await audit.record(
+                    conn,
+                    project_id=project_id,
+                    action="project.created",
+                    actor=actor or audit.cli_actor(),
+                    after={**{f: row[f] for f in AUDITED_FIELDS}, "key_id": key.key_id},
+                )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"A project named {name!r} already exists") from None
         return CreatedProject(project_id, name, key.key_id, key.api_key)
@@ -72,32 +89,69 @@ class ProjectService:
         max_file_size: int | None = _UNSET,
         storage_limit: int | None = _UNSET,
         default_tenant_limit: int | None = _UNSET,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
-        row = await self.db.fetchrow(
-            Q.update_project,
-            project_id,
-            name,
-            None if max_file_size is _UNSET else max_file_size,
-            None if storage_limit is _UNSET else storage_limit,
-            None if default_tenant_limit is _UNSET else default_tenant_limit,
-            max_file_size is not _UNSET,
-            storage_limit is not _UNSET,
-            default_tenant_limit is not _UNSET,
-        )
-        if row is None:
-            raise NotFound(f"No project {project_id!r}")
+        """Changes the settings given; the audit log gets one ``project.updated``
+        entry with the fields that changed (none if nothing did)."""
+        async with self.db.transaction() as conn:
+            before = await conn.fetchrow(audit.AQ.lock_project, project_id)
+            if before is None:
+                raise NotFound(f"No project {project_id!r}")
+            try:
+                row = await conn.fetchrow(
+                    Q.update_project,
+                    project_id,
+                    name,
+                    None if max_file_size is _UNSET else max_file_size,
+                    None if storage_limit is _UNSET else storage_limit,
+                    None if default_tenant_limit is _UNSET else default_tenant_limit,
+                    max_file_size is not _UNSET,
+                    storage_limit is not _UNSET,
+                    default_tenant_limit is not _UNSET,
+                )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"A project named {name!r} already exists") from None
+            assert row is not None  # locked above
+            changed = [f for f in AUDITED_FIELDS if before[f] != row[f]]
+            if changed:
+                await audit.record(
+                    conn,
+                    project_id=project_id,
+                    action="project.updated",
+                    actor=actor or audit.cli_actor(),
+                    before={f: before[f] for f in changed},
+                    after={f: row[f] for f in changed},
+                )
         return dict(row)
 
-    async def create_key(self, project_id: str) -> tuple[str, str]:
-        await self.get(project_id)
+    async def create_key(self, project_id: str, *, actor: Actor | None = None) -> tuple[str, str]:
         key = auth.generate_key()
-        await self.db.execute(Q.insert_api_key, key.key_id, project_id, key.secret_hash)
+        async with self.db.transaction() as conn:
+            if await conn.fetchrow(audit.AQ.lock_project, project_id) is None:
+                raise NotFound(f"No project {project_id!r}")
+            await conn.execute(Q.insert_api_key, key.key_id, project_id, key.secret_hash)
+            await audit.record(
+                conn,
+                project_id=project_id,
+                action="key.created",
+                actor=actor or audit.cli_actor(),
+                after={"key_id": key.key_id},
+            )
         return key.key_id, key.api_key
 
-    async def revoke_key(self, key_id: str) -> str:
-        row = await self.db.fetchrow(Q.revoke_api_key, key_id)
-        if row is None:
-            raise NotFound(f"No active key {key_id!r}")
+    async def revoke_key(self, key_id: str, *, actor: Actor | None = None) -> str:
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(Q.revoke_api_key, key_id)
+            if row is None:
+                raise NotFound(f"No active key {key_id!r}")
+            await audit.record(
+                conn,
+                project_id=row["project_id"],
+                action="key.revoked",
+                actor=actor or audit.cli_actor(),
+                before={"key_id": key_id, "revoked": False},
+                after={"key_id": key_id, "revoked": True},
+            )
         return str(row["project_id"])
 
     async def authenticate(self, presented: auth.PresentedKey | None) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from gateway.audit import AuditLog
 from gateway.config import Settings
 from gateway.db import Database, create_database
 from gateway.db.rebuild import PostgresReservationSource
@@ -105,6 +106,7 @@ class Runtime:
     projects: ProjectService
     batcher: LedgerBatcher
     ingestor: EventIngestor
+    audit: AuditLog
     poller: SqsPoller | None = None
 
     def __init__(
@@ -196,6 +198,7 @@ class Runtime:
             self.db, self.store, self.ledger, max_file_size=s.max_file_size
         )
         self.projects = ProjectService(self.db)
+        self.audit = AuditLog(self.db)
         self.batcher = LedgerBatcher(self.ledger, metrics=self.metrics)
         stack.push_async_callback(self.batcher.stop)
         self.ingestor = EventIngestor(

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from gateway import keys, limits
+import asyncpg
+
+from gateway import audit, keys, limits
 from gateway.api.schemas import (
     LimitUpdate,
     ProjectUsage,
@@ -14,6 +16,7 @@ from gateway.api.schemas import (
     TenantUsage,
     tenant_usage,
 )
+from gateway.audit import Actor
 from gateway.changes import ChangeKind
 from gateway.db import Database, Q
 from gateway.errors import NotFound
@@ -43,6 +46,35 @@ def _usage_of(row: Mapping[str, Any]) -> TenantUsage:
     )
 
 
+async def _lock_limit(
+    conn: asyncpg.Connection, project_id: str, tenant_id: str
+) -> Mapping[str, Any]:
+    """The tenant's limit fields, its row created if needed and locked."""
+    try:
+        await conn.execute(audit.AQ.ensure_tenant, project_id, tenant_id)
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound("No such project") from None
+    row: Mapping[str, Any] | None = await conn.fetchrow(
+        audit.AQ.lock_tenant_limit, project_id, tenant_id
+    )
+    assert row is not None  # created above
+    return row
+
+
+def _limit_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A tenant's limit as the usage body names it (the limit in force, and where it
+    comes from)."""
+    return {
+        "storage_limit_bytes": row["storage_limit_bytes"],
+        "limit_source": (
+            "tenant"
+            if row["limit_set"]
+            else ("project" if row["storage_limit_bytes"] is not None else None)
+        ),
+        "plan": row["plan"],
+    }
+
+
 class TenantService:
     def __init__(
         self, db: Database, store: ObjectStore, ledger: Ledger, *, max_file_size: int
@@ -69,11 +101,50 @@ class TenantService:
             )
         return _usage_of(row)
 
-    async def set_limit(self, project_id: str, tenant_id: str, update: LimitUpdate) -> TenantUsage:
-        await self.db.execute(
-            Q.set_tenant_limit, project_id, tenant_id, update.storage_limit_bytes, update.plan
-        )
+    async def set_limit(
+        self, project_id: str, tenant_id: str, update: LimitUpdate, *, actor: Actor
+    ) -> TenantUsage:
+        """The tenant's own limit (creating the tenant if needed), with its
+        ``tenant.limit.set`` audit entry in the same transaction."""
+        async with self.db.transaction() as conn:
+            before = await _lock_limit(conn, project_id, tenant_id)
+            await conn.execute(
+                Q.set_tenant_limit, project_id, tenant_id, update.storage_limit_bytes, update.plan
+            )
+            await self._limit_changed(
+                conn, project_id, tenant_id, before, "tenant.limit.set", actor
+            )
         return await self.usage(project_id, tenant_id)
+
+    async def clear_limit(self, project_id: str, tenant_id: str, *, actor: Actor) -> TenantUsage:
+        """Drops the tenant's own limit: the project's default applies again."""
+        async with self.db.transaction() as conn:
+            before = await _lock_limit(conn, project_id, tenant_id)
+            await conn.execute(audit.AQ.clear_tenant_limit, project_id, tenant_id)
+            await self._limit_changed(
+                conn, project_id, tenant_id, before, "tenant.limit.cleared", actor
+            )
+        return await self.usage(project_id, tenant_id)
+
+    async def _limit_changed(
+        self,
+        conn: asyncpg.Connection,
+        project_id: str,
+        tenant_id: str,
+        before: Mapping[str, Any],
+        action: str,
+        actor: Actor,
+    ) -> None:
+        after = await _lock_limit(conn, project_id, tenant_id)
+        await audit.record(
+            conn,
+            project_id=project_id,
+            action=action,
+            actor=actor,
+            tenant_id=tenant_id,
+            before=_limit_fields(before),
+            after=_limit_fields(after),
+        )
 
     async def list(
         self,

@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from gateway import auth
+from gateway.api.audit import provide_actor, provide_audit
 from gateway.files import FileService
 from gateway.projects import ProjectService
 from gateway.tenants import TenantService
@@ -45,4 +46,6 @@ DEPENDENCIES = {
     "lifecycle": Provide(provide_lifecycle, sync_to_thread=False),
     "files": Provide(provide_files, sync_to_thread=False),
     "tenants": Provide(provide_tenants, sync_to_thread=False),
+    "actor": Provide(provide_actor),
+    "audit": Provide(provide_audit, sync_to_thread=False),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
 
 from gateway.api.body import invalid, strict_body
@@ -19,6 +19,7 @@ from gateway.api.schemas import (
     RecalculatedUsage,
     TenantUsage,
 )
+from gateway.audit import Actor
 from gateway.tenants import Order, TenantService
 
 TenantIdParam = Annotated[
@@ -76,9 +77,24 @@ class TenantController(Controller):
         tenant_id: TenantIdParam,
         data: LimitUpdate,
         tenants: TenantService,
+        actor: Actor,
     ) -> TenantUsage:
         body = await strict_body(request, LimitUpdate)
-        return await tenants.set_limit(project_id, tenant_id, body)
+        return await tenants.set_limit(project_id, tenant_id, body, actor=actor)
+
+    @delete(
+        "/tenants/{tenant_id:str}/limit/",
+        operation_id="clearTenantLimit",
+        status_code=200,
+        summary="Drop a tenant's own storage limit",
+        description="The project's default tenant limit applies again. Creates the tenant"
+        " if needed; answers the usage body.",
+        responses=errors(401, 422, 503),
+    )
+    async def clear_limit(
+        self, project_id: str, tenant_id: TenantIdParam, tenants: TenantService, actor: Actor
+    ) -> TenantUsage:
+        return await tenants.clear_limit(project_id, tenant_id, actor=actor)
 
     @post(
         "/tenants/{tenant_id:str}/recalculate/",

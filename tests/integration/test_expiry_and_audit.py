@@ -10,6 +10,7 @@ import httpx
 
 from gateway.api.schemas import LimitUpdate
 from gateway.app import create_app
+from gateway.audit import cli_actor
 from gateway.config import Settings
 from gateway.ids import new_id
 from gateway.quota import Admitted, Reservation, UsageAt
@@ -27,7 +28,9 @@ def body(tenant: str, size: int = SIZE) -> dict[str, Any]:
 
 async def limited(state: Any, tenant: str, limit: int) -> ProjectKey:
     p = await make_project(state)
-    await state.tenants.set_limit(p.project_id, tenant, LimitUpdate(storage_limit_bytes=limit))
+    await state.tenants.set_limit(
+        p.project_id, tenant, LimitUpdate(storage_limit_bytes=limit), actor=cli_actor()
+    )
     return p
 
 

@@ -23,6 +23,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from gateway.api.schemas import LimitUpdate
+from gateway.audit import cli_actor
 from gateway.db import Q
 from gateway.errors import DependencyUnavailable
 from gateway.quota.reservations import tenant_key
@@ -42,7 +43,9 @@ def body(tenant: str, size: int) -> dict[str, Any]:
 
 async def limited(state: Any, tenant: str, limit: int) -> ProjectKey:
     p = await make_project(state)
-    await state.tenants.set_limit(p.project_id, tenant, LimitUpdate(storage_limit_bytes=limit))
+    await state.tenants.set_limit(
+        p.project_id, tenant, LimitUpdate(storage_limit_bytes=limit), actor=cli_actor()
+    )
     return p
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway.audit import cli_actor
 from gateway.quota import Admitted, Pending, Rejected, Reservation, Snapshot, UsageAt
 from gateway.quota.reservations import generation_key, tenant_key
 from tests.conftest import make_project
@@ -104,7 +105,9 @@ async def test_a_tenant_that_turns_cold_while_its_first_statement_runs(
     from gateway.db import Q
 
     p = await make_project(state)
-    await state.tenants.set_limit(p.project_id, "w", LimitUpdate(storage_limit_bytes=30))
+    await state.tenants.set_limit(
+        p.project_id, "w", LimitUpdate(storage_limit_bytes=30), actor=cli_actor()
+    )
     up = {"tenant_id": "w", "filename": "f.bin", "size_bytes": 20}
     assert (
         await client.post("/api/storage/upload/", json=up, headers=p.headers)

@@ -29,6 +29,8 @@ CONTRACT = {
     ("delete", "/api/storage/uploads/{upload_id}/"),
     ("post", "/api/storage/uploads/{upload_id}/complete/"),
     ("post", "/api/storage/events/s3/"),
+    ("delete", "/api/storage/tenants/{tenant_id}/limit/"),
+    ("get", "/api/storage/audit/"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -81,6 +81,14 @@ async def test_schemathesis_checks_all(server: Server, state: Any, settings: Set
         f"{server.base_url}/schema/openapi.json",
         "--checks",
         "all",
+        # The stateful phase's use-after-free check takes a 2xx after a DELETE on the
+        # same path for a deleted resource still served: `DELETE …/tenants/{id}/limit/`
+        # drops the tenant's own limit and `PATCH …/limit/` sets one again (the tenant
+        # is never gone). No per-operation setting reaches that phase. Deletions that
+        # remove something are checked by the suite (a deleted webhook answers 404:
+        # tests/integration/test_webhooks.py).
+        "--exclude-checks",
+        "use_after_free",
         "--max-examples",
         os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "40"),
         "--seed",

@@ -154,6 +154,10 @@ def set_tenant_limit(
     return Call("PATCH", f"/api/storage/tenants/{_seg(tenant_id)}/limit/", t.TenantUsage, body=body)
 
 
+def clear_tenant_limit(tenant_id: str) -> Call[t.TenantUsage]:
+    return Call("DELETE", f"/api/storage/tenants/{_seg(tenant_id)}/limit/", t.TenantUsage)
+
+
 def recalculate_tenant(tenant_id: str) -> Call[t.RecalculatedUsage]:
     return Call("POST", f"/api/storage/tenants/{_seg(tenant_id)}/recalculate/", t.RecalculatedUsage)
 
@@ -193,6 +197,17 @@ def ingest_s3_events(notification: bytes, webhook_secret: str) -> Call[t.IngestR
     return Call(
         "POST", "/api/storage/events/s3/", t.IngestResponse, body=notification, token=webhook_secret
     )
+
+
+def list_audit_entries(
+    *, offset: int, limit: int, tenant_id: str | None, action: str | None
+) -> Call[t.AuditPage]:
+    params = {"offset": str(offset), "limit": str(limit)}
+    if tenant_id is not None:
+        params["tenant_id"] = tenant_id
+    if action is not None:
+        params["action"] = action
+    return Call("GET", "/api/storage/audit/", t.AuditPage, params=params)
 
 
 def healthz() -> Call[t.Liveness]:

@@ -258,6 +258,25 @@ class GatewayClient:
     def get_project_usage(self) -> t.ProjectUsage:
         return self._send(_core.get_project_usage())
 
+    def clear_tenant_limit(self, tenant_id: str) -> t.TenantUsage:
+        """Drops the tenant's own limit: the project's default applies again."""
+        return self._send(_core.clear_tenant_limit(tenant_id))
+
+    # -- the audit log -----------------------------------------------------------------
+
+    def list_audit_entries(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        tenant_id: str | None = None,
+        action: str | None = None,
+    ) -> t.AuditPage:
+        """The project's audit log, newest first."""
+        return self._send(
+            _core.list_audit_entries(offset=offset, limit=limit, tenant_id=tenant_id, action=action)
+        )
+
     # -- files -------------------------------------------------------------------------
 
     def delete_file(self, file_path: str) -> t.Detail:
@@ -491,6 +510,25 @@ class AsyncGatewayClient:
 
     async def get_project_usage(self) -> t.ProjectUsage:
         return await self._send(_core.get_project_usage())
+
+    async def clear_tenant_limit(self, tenant_id: str) -> t.TenantUsage:
+        """Drops the tenant's own limit: the project's default applies again."""
+        return await self._send(_core.clear_tenant_limit(tenant_id))
+
+    # -- the audit log -----------------------------------------------------------------
+
+    async def list_audit_entries(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        tenant_id: str | None = None,
+        action: str | None = None,
+    ) -> t.AuditPage:
+        """The project's audit log, newest first."""
+        return await self._send(
+            _core.list_audit_entries(offset=offset, limit=limit, tenant_id=tenant_id, action=action)
+        )
 
     async def delete_file(self, file_path: str) -> t.Detail:
         return await self._send(_core.delete_file(file_path))

@@ -8,7 +8,7 @@ an older client; requests leave out the fields left at their default.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -220,3 +220,30 @@ class NotReadyBody(msgspec.Struct, kw_only=True, frozen=True):
     code: Literal["not_ready"]
     status: Literal["unavailable"]
     checks: dict[str, str]
+
+
+class Actor(msgspec.Struct, kw_only=True, frozen=True):
+    """Who made a change: an API key (``id`` its ``key_…``), the ``gateway`` command
+    (``id`` the operator's login name, if known) or the gateway itself."""
+
+    type: Literal["api_key", "cli", "system"]
+    id: str | None
+
+
+class AuditEntry(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    at: str
+    action: str
+    actor: Actor
+    tenant_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None
+
+
+class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
+    count: int
+    totalCount: int
+    next: str | None
+    previous: str | None
+    data: list[AuditEntry]
