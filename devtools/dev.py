@@ -56,7 +56,8 @@ def run_dev(
     os.environ.setdefault("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY)
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY)
     os.environ.setdefault("AWS_DEFAULT_REGION", settings.s3_region)
-    changes: dict[str, Any] = {}
+    # receivers on one's own machine (the example SaaS backend) are the point here
+    changes: dict[str, Any] = {"webhook_allow_private": True}
     s3 = None
     if settings.s3_endpoint_url is None:
         try:
@@ -98,6 +99,7 @@ def run_dev(
   Upload gateway (dev) on {base}
   in-process S3: {settings.s3_endpoint_url}   bucket: {settings.s3_bucket}
   S3 events: {settings.sqs_queue_url or "off"}
+  webhooks may call loopback/private addresses (GATEWAY_WEBHOOK_ALLOW_PRIVATE=true)
   project: {project_id}
   API key: {api_key}
 

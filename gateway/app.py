@@ -35,6 +35,8 @@ from gateway.api.openapi import finish as finish_openapi
 from gateway.api.openapi import openapi_config
 from gateway.api.tenants import TenantController
 from gateway.api.uploads import UploadController
+from gateway.api.webhooks import SCHEMA_TYPES as WEBHOOK_TYPES
+from gateway.api.webhooks import WebhookController
 from gateway.config import Settings
 from gateway.observability import (
     Metrics,
@@ -86,6 +88,7 @@ STATE_SERVICES = (
     "batcher",
     "ingestor",
     "audit",
+    "webhooks",
 )
 
 
@@ -111,7 +114,8 @@ class GatewayApp(Litestar):
 def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = None) -> Litestar:
     """Routes, middleware, errors and OpenAPI on top of a Runtime (gateway/runtime.py),
     entered by the lifespan: the services, the sweeper (every GATEWAY_SWEEP_INTERVAL
-    seconds, unless 0) and, when GATEWAY_SQS_QUEUE_URL is set, an SQS poller."""
+    seconds, unless 0), the webhook deliverer (unless GATEWAY_WEBHOOK_DELIVERY=false)
+    and, when GATEWAY_SQS_QUEUE_URL is set, an SQS poller."""
     metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
 
     @contextlib.asynccontextmanager
@@ -121,6 +125,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             metrics=metrics,
             sweeper=settings.sweep_interval > 0,
             sqs_queue_url=settings.sqs_queue_url,
+            webhook_delivery=settings.webhook_delivery,
         )
         async with runtime:
             state = app.state
@@ -132,7 +137,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             finish_openapi(
                 app.openapi_schema,
                 extra_paths={WEBHOOK_PATH: WEBHOOK_OPERATION},
-                extra_types=[IngestResponse, *AUDIT_TYPES],
+                extra_types=[IngestResponse, *AUDIT_TYPES, *WEBHOOK_TYPES],
             )
             # Everything built so far lives as long as the process: keep it out of the
             # cyclic collector's full passes, which otherwise stall every request in
@@ -152,6 +157,7 @@ def create_app(settings: Settings, *, extra_route_handlers: list[Any] | None = N
             FileController,
             HealthController,
             AuditController,
+            WebhookController,
             ingest_s3_events,
             static_router(),
             *(extra_route_handlers or []),

@@ -1,5 +1,5 @@
 """The ``gateway`` command: serve, migrate, dev, projects, keys, events, reservations,
-tenants, audit."""
+tenants, webhooks, audit."""
 
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def _byte_count(raw: str) -> int | None:
     return value
 
 
+def _percentages(raw: str) -> list[int]:
+    try:
+        values = [int(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected percentages like 70,90,100, got {raw!r}"
+        ) from None
+    if not all(1 <= v <= 1000 for v in values):
+        raise argparse.ArgumentTypeError("each percentage must be between 1 and 1000")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     pu = projects.add_parser("update", help="change a project's limits")
     pu.add_argument("project_id")
     pu.add_argument("--name")
+    pu.add_argument(
+        "--webhook-thresholds",
+        type=_percentages,
+        default=None,
+        help="percentages of a tenant's limit told by tenant.quota.threshold (default 70,90,100)",
+    )
     for sp in (pc, pu):
         sp.add_argument("--max-file-size", type=_byte_count, default=argparse.SUPPRESS)
         sp.add_argument(
@@ -134,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--all", action="store_true")
     tr.add_argument("--project", required=True)
 
+    webhooks = sub.add_parser("webhooks", help="outbound webhooks").add_subparsers(
+        dest="action", required=True
+    )
+    wd = webhooks.add_parser(
+        "deliver", help="deliver the webhook outbox until SIGTERM (servers also deliver)"
+    )
+    wd.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(
         dest="action", required=True
     )
@@ -184,6 +210,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_keys(settings, args))
     if cmd == "reservations":
         return asyncio.run(_with_runtime(settings, _sweep))
+    if cmd == "webhooks":
+        return run_on_fast_loop(_deliver_webhooks(settings, once=args.once))
     if cmd == "audit":
         return asyncio.run(_with_db(settings, lambda db: _audit_list(db, args)))
     if cmd == "tenants":
@@ -303,9 +331,14 @@ async def _projects(settings: Settings, args: argparse.Namespace) -> int:
         for k in ("max_file_size", "storage_limit", "default_tenant_limit")
         if hasattr(args, k)
     }
+    if getattr(args, "webhook_thresholds", None) is not None:
+        limits["webhook_thresholds"] = args.webhook_thresholds
 
     async def run(db: Any) -> int:
+        from gateway.webhooks.outbox import Outbox
+
         service = ProjectService(db)
+        service.outbox = Outbox()  # a new default limit is judged against thresholds
         if args.action == "create":
             created = await service.create(args.name, **limits)
             out = {
@@ -395,6 +428,25 @@ async def _poll_sqs(settings: Settings, queue_url: str, *, sweep: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Runtime(settings, sweeper=sweep, sqs_queue_url=queue_url):
+        await stop.wait()
+    return 0
+
+
+async def _deliver_webhooks(settings: Settings, *, once: bool) -> int:
+    """``gateway webhooks deliver``: a delivery worker on the outbox until
+    SIGTERM/SIGINT (the attempts in flight then end), or one pass with ``--once``."""
+    from gateway.runtime import Runtime
+
+    if once:
+        async with Runtime(settings) as runtime:
+            attempted = await runtime.webhooks.deliverer.deliver_due()
+        print(f"webhook deliveries attempted: {attempted}")
+        return 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Runtime(settings, webhook_delivery=True):
         await stop.wait()
     return 0
 

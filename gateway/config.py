@@ -71,6 +71,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # name): /metrics then sums the files of every process there. `gateway serve
     # --workers N` sets it for its workers (a fresh directory unless given).
     prometheus_multiproc_dir: str | None = None
+    # Outbound webhooks (gateway/webhooks/, docs/webhooks.md).
+    webhook_allow_private: bool = False  # let webhooks reach loopback/private addresses
+    webhook_encryption_keys: tuple[str, ...] = ()  # Fernet keys sealing secrets at rest
+    webhook_delivery: bool = True  # servers deliver in the background
+    webhook_timeout: float = 10.0
+    webhook_max_in_flight: int = 64  # per process
+    webhook_endpoint_in_flight: int = 8  # per endpoint, all processes together
+    webhook_poll_interval: float = 1.0
+    webhook_retry_for: float = 86_400.0
+    webhook_first_retry: float = 5.0  # the back-off's first step (doubling to an hour)
+    webhook_disable_after: float = 5 * 86_400.0
+    webhook_retention: float = 30 * 86_400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +147,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             sqs_endpoint_url=parse("GATEWAY_SQS_ENDPOINT_URL", _url, None),
             sqs_receivers=parse("GATEWAY_SQS_RECEIVERS", _int_range(1, 100), 8),
             prometheus_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR"),
+            webhook_allow_private=parse("GATEWAY_WEBHOOK_ALLOW_PRIVATE", _bool, False),
+            webhook_encryption_keys=parse("GATEWAY_WEBHOOK_ENCRYPTION_KEYS", _fernet_keys, ()),
+            webhook_delivery=parse("GATEWAY_WEBHOOK_DELIVERY", _bool, True),
+            webhook_timeout=parse("GATEWAY_WEBHOOK_TIMEOUT", _float_range(0.1, 60), 10.0),
+            webhook_max_in_flight=parse("GATEWAY_WEBHOOK_MAX_IN_FLIGHT", _int_range(1, 1000), 64),
+            webhook_endpoint_in_flight=parse(
+                "GATEWAY_WEBHOOK_ENDPOINT_IN_FLIGHT", _int_range(1, 1000), 8
+            ),
+            webhook_poll_interval=parse(
+                "GATEWAY_WEBHOOK_POLL_INTERVAL", _float_range(0.05, 60), 1.0
+            ),
+            webhook_retry_for=parse(
+                "GATEWAY_WEBHOOK_RETRY_FOR", _float_range(1, 30 * 86_400), 86_400.0
+            ),
+            webhook_first_retry=parse(
+                "GATEWAY_WEBHOOK_FIRST_RETRY", _float_range(0.01, 3_600), 5.0
+            ),
+            webhook_disable_after=parse(
+                "GATEWAY_WEBHOOK_DISABLE_AFTER", _float_range(1, 365 * 86_400), 5 * 86_400.0
+            ),
+            webhook_retention=parse(
+                "GATEWAY_WEBHOOK_RETENTION", _float_range(3_600, 3_650 * 86_400), 30 * 86_400.0
+            ),
         )
 
     @property
@@ -173,6 +208,34 @@ def _positive_float(raw: str) -> float:
     if not value > 0:
         raise ValueError(f"must be > 0, got {raw}")
     return value
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def conv(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo:g} and {hi:g}, got {raw}")
+        return value
+
+    return conv
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys (``Fernet.generate_key()``): the first seals."""
+    from cryptography.fernet import Fernet
+
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    try:
+        for k in keys:
+            Fernet(k)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "must be comma-separated Fernet keys (32 url-safe base64-encoded bytes each)"
+        ) from None
+    return keys
 
 
 def _nonneg_float(raw: str) -> float:

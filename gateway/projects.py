@@ -3,6 +3,7 @@ authenticated request)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from gateway.audit import Actor
 from gateway.db import Database, Q
 from gateway.errors import Conflict, NotFound
 from gateway.ids import new_id
+from gateway.webhooks.outbox import WQ, Outbox
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,14 @@ AUDITED_FIELDS = (
     "max_file_size_bytes",
     "storage_limit_bytes",
     "default_tenant_limit_bytes",
+    "webhook_thresholds",
 )
 
 
 class ProjectService:
+    # set by the Runtime: changes of default limits re-judge tenants' thresholds
+    outbox: Outbox | None = None
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -89,11 +95,25 @@ class ProjectService:
         max_file_size: int | None = _UNSET,
         storage_limit: int | None = _UNSET,
         default_tenant_limit: int | None = _UNSET,
+        webhook_thresholds: Sequence[int] | None = None,
         actor: Actor | None = None,
     ) -> dict[str, Any]:
         """Changes the settings given; the audit log gets one ``project.updated``
-        entry with the fields that changed (none if nothing did)."""
+        entry with the fields that changed (none if nothing did). A new default
+        tenant limit or new threshold lines are judged at once for the tenants they
+        apply to (a lowered limit that puts a tenant over a line tells of it now)."""
         async with self.db.transaction() as conn:
+            rejudge: list[str] = []
+            if self.outbox is not None and (
+                default_tenant_limit is not _UNSET or webhook_thresholds is not None
+            ):
+                # the tenants first, then the project: the order the ledger locks in
+                rejudge = [
+                    r["tenant_id"]
+                    for r in await conn.fetch(
+                        WQ.lock_tenants_of_project, project_id, webhook_thresholds is not None
+                    )
+                ]
             before = await conn.fetchrow(audit.AQ.lock_project, project_id)
             if before is None:
                 raise NotFound(f"No project {project_id!r}")
@@ -112,6 +132,10 @@ class ProjectService:
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"A project named {name!r} already exists") from None
             assert row is not None  # locked above
+            if webhook_thresholds is not None:
+                lines = sorted(set(webhook_thresholds))
+                row = await conn.fetchrow(WQ.set_project_thresholds, project_id, lines)
+                assert row is not None
             changed = [f for f in AUDITED_FIELDS if before[f] != row[f]]
             if changed:
                 await audit.record(
@@ -122,6 +146,8 @@ class ProjectService:
                     before={f: before[f] for f in changed},
                     after={f: row[f] for f in changed},
                 )
+            if rejudge and changed and self.outbox is not None:
+                await self.outbox.record(conn, judge=[(project_id, t) for t in rejudge])
         return dict(row)
 
     async def create_key(self, project_id: str, *, actor: Actor | None = None) -> tuple[str, str]:

@@ -52,6 +52,7 @@ from gateway.uploads import (
     Sweeper,
     UploadUrls,
 )
+from gateway.webhooks import Webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,8 @@ class Runtime:
     Which background jobs run is the caller's choice, not the settings': ``sweeper``
     (kept as ``rt.runs_sweeper``) runs ``rt.sweeper.run(settings.sweep_interval)``;
     ``sqs_queue_url`` runs one SQS poller on that queue with ``settings.sqs_receivers``
-    receive loops. More jobs can be started with ``start_task`` once it is open.
+    receive loops; ``webhook_delivery`` runs a webhook deliverer on the outbox. More
+    jobs can be started with ``start_task`` once it is open.
     """
 
     db: Database
@@ -107,6 +109,7 @@ class Runtime:
     batcher: LedgerBatcher
     ingestor: EventIngestor
     audit: AuditLog
+    webhooks: Webhooks
     poller: SqsPoller | None = None
 
     def __init__(
@@ -116,6 +119,7 @@ class Runtime:
         metrics: Metrics | None = None,
         sweeper: bool = False,
         sqs_queue_url: str | None = None,
+        webhook_delivery: bool = False,
         restart_delay: float = 1.0,
         max_restart_delay: float = 30.0,
     ) -> None:
@@ -127,6 +131,7 @@ class Runtime:
         self.metrics = metrics if metrics is not None else Metrics()
         self.runs_sweeper = sweeper
         self.sqs_queue_url = sqs_queue_url
+        self.webhook_delivery = webhook_delivery
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         # set when the runtime starts closing: jobs that can stop cleanly watch it
@@ -199,6 +204,11 @@ class Runtime:
         )
         self.projects = ProjectService(self.db)
         self.audit = AuditLog(self.db)
+        # changes write their events to the outbox in their own transactions
+        self.webhooks = Webhooks(s, self.db, self.metrics)
+        stack.push_async_callback(self.webhooks.close)
+        for service in (self.ledger, self.lifecycle, self.sweeper, self.tenants, self.projects):
+            service.outbox = self.webhooks.outbox
         self.batcher = LedgerBatcher(self.ledger, metrics=self.metrics)
         stack.push_async_callback(self.batcher.stop)
         self.ingestor = EventIngestor(
@@ -217,6 +227,14 @@ class Runtime:
         if self.runs_sweeper:
             sweeper, interval = self.sweeper, s.sweep_interval
             self.start_task("sweeper", lambda: sweeper.run(interval))
+        if self.webhook_delivery:
+            deliverer, stopping = self.webhooks.deliverer, self.stopping
+            # the attempts in flight end (or time out) before it stops
+            self.start_task(
+                "webhook-delivery",
+                lambda: deliverer.run(stopping),
+                grace=self.webhooks.config.timeout + 1,
+            )
         if self.poller is not None:
             poller, stopping = self.poller, self.stopping
             # the poller finishes the batch in hand, then stops

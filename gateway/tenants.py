@@ -22,6 +22,8 @@ from gateway.db import Database, Q
 from gateway.errors import NotFound
 from gateway.ledger import Ledger, ObjectChange
 from gateway.storage.base import ObjectStore
+from gateway.webhooks.events import limit_changed
+from gateway.webhooks.outbox import Outbox
 
 Order = Literal[
     "tenant_id",
@@ -76,6 +78,10 @@ def _limit_fields(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TenantService:
+    # set by the Runtime: limit changes are told (and thresholds judged) in their
+    # transactions
+    outbox: Outbox | None = None
+
     def __init__(
         self, db: Database, store: ObjectStore, ledger: Ledger, *, max_file_size: int
     ) -> None:
@@ -136,6 +142,26 @@ class TenantService:
         actor: Actor,
     ) -> None:
         after = await _lock_limit(conn, project_id, tenant_id)
+        if self.outbox is not None:
+            changed = (
+                before["storage_limit_bytes"] != after["storage_limit_bytes"]
+                or before["plan"] != after["plan"]
+            )
+            await self.outbox.record(
+                conn,
+                events=[
+                    limit_changed(
+                        project_id,
+                        tenant_id,
+                        before["storage_limit_bytes"],
+                        after["storage_limit_bytes"],
+                        after["plan"],
+                    )
+                ]
+                if changed
+                else [],
+                judge=[(project_id, tenant_id)],
+            )
         await audit.record(
             conn,
             project_id=project_id,

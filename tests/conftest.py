@@ -113,6 +113,8 @@ def settings(gateway_database: dict[str, str], redis_url: str, s3: EmbeddedS3) -
             "GATEWAY_LOG_FORMAT": "json",
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_SWEEP_INTERVAL": "0",
+            # webhook tests run deliverers of their own (tests/integration/test_webhooks*)
+            "GATEWAY_WEBHOOK_DELIVERY": "false",
         }
     )
 
@@ -128,6 +130,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         "GATEWAY_S3_BUCKET": settings.s3_bucket,
         "GATEWAY_WEBHOOK_SECRET": settings.webhook_secret or "",
         "GATEWAY_SWEEP_INTERVAL": "0",
+        "GATEWAY_WEBHOOK_DELIVERY": "false",
     }
 
 

@@ -37,6 +37,7 @@ from gateway.ledger.plan import (
 )
 from gateway.quota import QuotaStore, UsageAt
 from gateway.storage.base import ObjectStore
+from gateway.webhooks.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,9 @@ class _NewKeyRace(Exception):
 
 
 class Ledger:
+    # set by the Runtime: a batch's events are written in its transaction
+    outbox: Outbox | None = None
+
     def __init__(
         self, db: Database, quota: QuotaStore, store: ObjectStore, *, policy: Policy
     ) -> None:
@@ -119,6 +123,21 @@ class Ledger:
             if len(inserted) != len(writes.new_keys):
                 raise _NewKeyRace  # rolls this transaction back; settle() runs it again
             tenant_usage, project_usage, settled = _read_usage(rows_out)
+            if self.outbox is not None:  # the batch's events, in its transaction
+                await self.outbox.settlement(
+                    conn,
+                    before=objects,
+                    after=writes.objects,
+                    settled=settled,
+                    completed_sizes={
+                        key: outcome.size
+                        for key, row in writes.objects.items()
+                        if row.upload_id is not None
+                        and (outcome := writes.uploads.get(row.upload_id)) is not None
+                        and outcome.status == "completed"
+                    },
+                    usage_changed=writes.usage,
+                )
 
         result = Settlement(
             applied=writes.applied, stale=writes.stale, ignored=batch.ignored, settled=settled

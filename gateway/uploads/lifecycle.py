@@ -14,9 +14,13 @@ from gateway.ids import utc_timestamp
 from gateway.ledger import Ledger, ObjectChange
 from gateway.quota import QuotaStore
 from gateway.storage.base import ObjectStore
+from gateway.webhooks.outbox import Outbox
 
 
 class LifecycleService:
+    # set by the Runtime: a cancellation is told in its transaction
+    outbox: Outbox | None = None
+
     def __init__(self, db: Database, quota: QuotaStore, store: ObjectStore, ledger: Ledger) -> None:
         self.db = db
         self.quota = quota
@@ -69,7 +73,10 @@ class LifecycleService:
         return await self.status(project_id, upload_id)
 
     async def cancel(self, project_id: str, upload_id: str) -> UploadStatus:
-        row = await self.db.fetchrow(Q.finish_upload, upload_id, project_id, "cancelled")
+        async with self.db.transaction() as conn:
+            row = await conn.fetchrow(Q.finish_upload, upload_id, project_id, "cancelled")
+            if row is not None and self.outbox is not None:
+                await self.outbox.record(conn, settled=[upload_id])
         if row is None:
             current = await self.status(project_id, upload_id)  # 404 if unknown
             if current.status != "pending":

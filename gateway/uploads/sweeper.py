@@ -19,6 +19,7 @@ from gateway.db import Database, Q
 from gateway.errors import DependencyUnavailable
 from gateway.quota import QuotaStore
 from gateway.uploads.windows import AUDIT_AGE
+from gateway.webhooks.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +27,9 @@ AUDIT_BATCH = 1000
 
 
 class Sweeper:
+    # set by the Runtime: expiries are told in their transaction
+    outbox: Outbox | None = None
+
     def __init__(self, db: Database, quota: QuotaStore) -> None:
         self.db = db
         self.quota = quota
@@ -41,7 +45,10 @@ class Sweeper:
         Safe on many replicas."""
         total = 0
         while True:
-            rows = await self.db.fetch(Q.expire_uploads, batch)
+            async with self.db.transaction() as conn:
+                rows = await conn.fetch(Q.expire_uploads, batch)
+                if rows and self.outbox is not None:  # told in the same transaction
+                    await self.outbox.record(conn, settled=[r["id"] for r in rows])
             if not rows:
                 return total
             await self.quota.release([(r["project_id"], r["tenant_id"], r["id"]) for r in rows])

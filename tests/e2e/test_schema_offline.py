@@ -66,6 +66,6 @@ async def test_swagger_renders_with_no_network(context: Any, gateway: ThreadedSe
     await page.goto(gateway.base_url + "/schema/swagger")
     operations = page.locator(".opblock")
     await expect(operations.first).to_be_visible(timeout=30_000)
-    assert await operations.count() == 17  # one per operation of /schema
+    assert await operations.count() == 26  # one per operation of /schema
     await expect(page.get_by_text("/api/storage/upload/").first).to_be_visible()
     assert outside == [], outside

@@ -185,3 +185,17 @@ def test_cli_changes_are_logged_as_cli_and_listed(settings: Settings) -> None:
     filtered = gw(settings, "audit", "list", "--project", pid, "--action", "key.created")
     assert "key.created" in filtered.stdout and "key.revoked" not in filtered.stdout
     assert "(1 of 1)" in filtered.stdout
+
+
+def test_cli_thresholds_and_a_one_pass_delivery(settings: Settings) -> None:
+    name = f"lines-{uuid.uuid4().hex[:10]}"
+    pid = json.loads(gw(settings, "projects", "create", name, "--json").stdout)["project_id"]
+    gw(settings, "projects", "update", pid, "--webhook-thresholds", "80,50")
+    out = gw(settings, "audit", "list", "--project", pid, "--action", "project.updated", "--json")
+    (entry,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert entry["before"] == {"webhook_thresholds": [70, 90, 100]}
+    assert entry["after"] == {"webhook_thresholds": [50, 80]}
+    bad = gw(settings, "projects", "update", pid, "--webhook-thresholds", "0,x", check=False)
+    assert bad.returncode == 2
+    once = gw(settings, "webhooks", "deliver", "--once")
+    assert "webhook deliveries attempted:" in once.stdout

@@ -148,6 +148,7 @@ def settings_on(base: Settings, **env: str) -> Settings:
         "GATEWAY_DB_TIMEOUT": "1",
         "GATEWAY_REDIS_TIMEOUT": "1",
         "GATEWAY_S3_TIMEOUT": "1",
+        "GATEWAY_WEBHOOK_DELIVERY": "false",
         **env,
     }
     return Settings.from_env(values)

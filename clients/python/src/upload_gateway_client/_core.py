@@ -98,6 +98,8 @@ def outcome(call: Call[T], response: httpx.Response) -> T | GatewayError:
     if response.is_success:
         if call.answer is str:
             return response.text  # type: ignore[return-value]
+        if call.answer is type(None):  # 204
+            return None
         return msgspec.json.decode(response.content, type=call.answer)
     try:
         body = msgspec.json.decode(response.content)
@@ -208,6 +210,61 @@ def list_audit_entries(
     if action is not None:
         params["action"] = action
     return Call("GET", "/api/storage/audit/", t.AuditPage, params=params)
+
+
+_HOOKS = "/api/storage/webhooks/"
+
+
+def create_webhook(req: t.WebhookCreate) -> Call[t.CreatedWebhook]:
+    # Not resent after a lost answer: the first may have made one (with its secret)
+    return Call("POST", _HOOKS, t.CreatedWebhook, body=_encode(req), resendable=False)
+
+
+def list_webhooks(*, offset: int, limit: int) -> Call[t.WebhookPage]:
+    params = {"offset": str(offset), "limit": str(limit)}
+    return Call("GET", _HOOKS, t.WebhookPage, params=params)
+
+
+def get_webhook(webhook_id: str) -> Call[t.Webhook]:
+    return Call("GET", f"{_HOOKS}{_seg(webhook_id)}/", t.Webhook)
+
+
+def update_webhook(webhook_id: str, req: t.WebhookUpdate) -> Call[t.Webhook]:
+    return Call("PATCH", f"{_HOOKS}{_seg(webhook_id)}/", t.Webhook, body=_encode(req))
+
+
+def delete_webhook(webhook_id: str) -> Call[None]:
+    return Call("DELETE", f"{_HOOKS}{_seg(webhook_id)}/", type(None), resendable=False)
+
+
+def send_webhook_test(webhook_id: str) -> Call[t.WebhookTestEvent]:
+    return Call("POST", f"{_HOOKS}{_seg(webhook_id)}/test/", t.WebhookTestEvent)
+
+
+def rotate_webhook_secret(webhook_id: str) -> Call[t.RotatedSecret]:
+    # Not resent: a second rotation would retire the secret the first one answered
+    return Call(
+        "POST", f"{_HOOKS}{_seg(webhook_id)}/rotate-secret/", t.RotatedSecret, resendable=False
+    )
+
+
+def list_webhook_deliveries(
+    webhook_id: str, *, offset: int, limit: int, status: t.DeliveryState | None
+) -> Call[t.WebhookDeliveryPage]:
+    params = {"offset": str(offset), "limit": str(limit)}
+    if status is not None:
+        params["status"] = status
+    return Call(
+        "GET", f"{_HOOKS}{_seg(webhook_id)}/deliveries/", t.WebhookDeliveryPage, params=params
+    )
+
+
+def retry_webhook_delivery(webhook_id: str, event_id: str) -> Call[t.WebhookDelivery]:
+    return Call(
+        "POST",
+        f"{_HOOKS}{_seg(webhook_id)}/deliveries/{_seg(event_id)}/retry/",
+        t.WebhookDelivery,
+    )
 
 
 def healthz() -> Call[t.Liveness]:

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
+import msgspec
 
 from upload_gateway_client import _core
 from upload_gateway_client import types as t
@@ -277,6 +278,60 @@ class GatewayClient:
             _core.list_audit_entries(offset=offset, limit=limit, tenant_id=tenant_id, action=action)
         )
 
+    # -- outbound webhooks -------------------------------------------------------------
+
+    def create_webhook(
+        self, url: str, events: list[t.EventType] | None = None, *, description: str = ""
+    ) -> t.CreatedWebhook:
+        """An endpoint for the events (all of them by default); its ``secret`` is in
+        the answer only: keep it to verify the signatures (``standardwebhooks``)."""
+        req = t.WebhookCreate(url=url, events=events or ["*"], description=description)
+        return self._send(_core.create_webhook(req))
+
+    def list_webhooks(self, *, offset: int = 0, limit: int = 50) -> t.WebhookPage:
+        return self._send(_core.list_webhooks(offset=offset, limit=limit))
+
+    def get_webhook(self, webhook_id: str) -> t.Webhook:
+        return self._send(_core.get_webhook(webhook_id))
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | msgspec.UnsetType = msgspec.UNSET,
+        events: list[t.EventType] | msgspec.UnsetType = msgspec.UNSET,
+        description: str | msgspec.UnsetType = msgspec.UNSET,
+        enabled: bool | msgspec.UnsetType = msgspec.UNSET,
+    ) -> t.Webhook:
+        """Changes the fields given (the others stay as they are)."""
+        req = t.WebhookUpdate(url=url, events=events, description=description, enabled=enabled)
+        return self._send(_core.update_webhook(webhook_id, req))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._send(_core.delete_webhook(webhook_id))
+
+    def send_webhook_test(self, webhook_id: str) -> t.WebhookTestEvent:
+        return self._send(_core.send_webhook_test(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> t.RotatedSecret:
+        """A new secret; for 24 h deliveries are signed by the old one too."""
+        return self._send(_core.rotate_webhook_secret(webhook_id))
+
+    def list_webhook_deliveries(
+        self,
+        webhook_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        status: t.DeliveryState | None = None,
+    ) -> t.WebhookDeliveryPage:
+        return self._send(
+            _core.list_webhook_deliveries(webhook_id, offset=offset, limit=limit, status=status)
+        )
+
+    def retry_webhook_delivery(self, webhook_id: str, event_id: str) -> t.WebhookDelivery:
+        return self._send(_core.retry_webhook_delivery(webhook_id, event_id))
+
     # -- files -------------------------------------------------------------------------
 
     def delete_file(self, file_path: str) -> t.Detail:
@@ -529,6 +584,60 @@ class AsyncGatewayClient:
         return await self._send(
             _core.list_audit_entries(offset=offset, limit=limit, tenant_id=tenant_id, action=action)
         )
+
+    # -- outbound webhooks -------------------------------------------------------------
+
+    async def create_webhook(
+        self, url: str, events: list[t.EventType] | None = None, *, description: str = ""
+    ) -> t.CreatedWebhook:
+        """An endpoint for the events (all of them by default); its ``secret`` is in
+        the answer only: keep it to verify the signatures (``standardwebhooks``)."""
+        req = t.WebhookCreate(url=url, events=events or ["*"], description=description)
+        return await self._send(_core.create_webhook(req))
+
+    async def list_webhooks(self, *, offset: int = 0, limit: int = 50) -> t.WebhookPage:
+        return await self._send(_core.list_webhooks(offset=offset, limit=limit))
+
+    async def get_webhook(self, webhook_id: str) -> t.Webhook:
+        return await self._send(_core.get_webhook(webhook_id))
+
+    async def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | msgspec.UnsetType = msgspec.UNSET,
+        events: list[t.EventType] | msgspec.UnsetType = msgspec.UNSET,
+        description: str | msgspec.UnsetType = msgspec.UNSET,
+        enabled: bool | msgspec.UnsetType = msgspec.UNSET,
+    ) -> t.Webhook:
+        """Changes the fields given (the others stay as they are)."""
+        req = t.WebhookUpdate(url=url, events=events, description=description, enabled=enabled)
+        return await self._send(_core.update_webhook(webhook_id, req))
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._send(_core.delete_webhook(webhook_id))
+
+    async def send_webhook_test(self, webhook_id: str) -> t.WebhookTestEvent:
+        return await self._send(_core.send_webhook_test(webhook_id))
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> t.RotatedSecret:
+        """A new secret; for 24 h deliveries are signed by the old one too."""
+        return await self._send(_core.rotate_webhook_secret(webhook_id))
+
+    async def list_webhook_deliveries(
+        self,
+        webhook_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        status: t.DeliveryState | None = None,
+    ) -> t.WebhookDeliveryPage:
+        return await self._send(
+            _core.list_webhook_deliveries(webhook_id, offset=offset, limit=limit, status=status)
+        )
+
+    async def retry_webhook_delivery(self, webhook_id: str, event_id: str) -> t.WebhookDelivery:
+        return await self._send(_core.retry_webhook_delivery(webhook_id, event_id))
 
     async def delete_file(self, file_path: str) -> t.Detail:
         return await self._send(_core.delete_file(file_path))

@@ -23,6 +23,30 @@ TenantOrder = Literal[
     "-percentage_used",
 ]
 
+# what a webhook endpoint subscribes to ("*" = every type) and the types events have
+EventType = Literal[
+    "*",
+    "upload.completed",
+    "upload.rejected",
+    "upload.expired",
+    "upload.cancelled",
+    "file.deleted",
+    "tenant.limit.changed",
+    "tenant.quota.threshold",
+    "webhook.test",
+]
+SentEventType = Literal[
+    "upload.completed",
+    "upload.rejected",
+    "upload.expired",
+    "upload.cancelled",
+    "file.deleted",
+    "tenant.limit.changed",
+    "tenant.quota.threshold",
+    "webhook.test",
+]
+DeliveryState = Literal["pending", "delivered", "failed"]
+
 
 # -- requests --------------------------------------------------------------------------
 
@@ -54,6 +78,23 @@ class FileRef(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 class DownloadRequest(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     file_path: str
     expires_in: int = 3600
+
+
+class WebhookCreate(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``POST /api/storage/webhooks/``."""
+
+    url: str
+    events: list[EventType]
+    description: str = ""
+
+
+class WebhookUpdate(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """``PATCH /api/storage/webhooks/{id}/``: only the fields given are sent."""
+
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    events: list[EventType] | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 # -- responses -------------------------------------------------------------------------
@@ -247,3 +288,55 @@ class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
     next: str | None
     previous: str | None
     data: list[AuditEntry]
+
+
+class Webhook(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    url: str
+    events: list[EventType]
+    description: str
+    enabled: bool
+    disabled_reason: str | None
+    created_at: str
+    updated_at: str
+
+
+class CreatedWebhook(Webhook, kw_only=True, frozen=True):
+    secret: str  # shown only here: keep it to verify the signatures
+
+
+class WebhookPage(msgspec.Struct, kw_only=True, frozen=True):
+    count: int
+    totalCount: int
+    next: str | None
+    previous: str | None
+    data: list[Webhook]
+
+
+class WebhookDelivery(msgspec.Struct, kw_only=True, frozen=True):
+    event_id: str
+    type: SentEventType
+    status: DeliveryState
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+class WebhookDeliveryPage(msgspec.Struct, kw_only=True, frozen=True):
+    count: int
+    totalCount: int
+    next: str | None
+    previous: str | None
+    data: list[WebhookDelivery]
+
+
+class WebhookTestEvent(msgspec.Struct, kw_only=True, frozen=True):
+    event_id: str
+
+
+class RotatedSecret(msgspec.Struct, kw_only=True, frozen=True):
+    secret: str
+    previous_secret_valid_until: str
