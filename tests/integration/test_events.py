@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from hypothesis import HealthCheck, given
@@ -21,6 +20,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.events.sqs import SqsPoller, sqs_client
 from tests.conftest import BUCKET, ProjectKey, make_project, running
+from tests.support.events import drain, event_queue
 
 WEBHOOK = "/api/storage/events/s3/"
 SECRET = {"Authorization": "Bearer test-webhook-secret"}
@@ -29,36 +29,8 @@ SECRET = {"Authorization": "Bearer test-webhook-secret"}
 @pytest.fixture(scope="module")
 def queue(s3: Any, s3_client: Any) -> Iterator[tuple[str, Any]]:
     """moto: bucket notifications → an SQS queue (real moto event bodies)."""
-    sqs = boto3.client("sqs", endpoint_url=s3.endpoint_url, region_name="us-east-1")
-    url = sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    s3_client.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
-    )
-    drain(sqs, url)
-    yield url, sqs
-    s3_client.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={})
-
-
-def drain(sqs: Any, url: str) -> list[str]:
-    """All message bodies now in the queue (deleted from it)."""
-    bodies: list[str] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not msgs:
-            return bodies
-        for m in msgs:
-            bodies.append(m["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    with event_queue(s3.endpoint_url, s3_client, BUCKET, "events") as q:
+        yield q
 
 
 def minio_body(record: dict[str, Any]) -> dict[str, Any]:

@@ -10,13 +10,11 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import msgspec
 import pytest
@@ -39,6 +37,7 @@ from gateway.quota import (
 )
 from gateway.quota.reservations import project_key, tenant_key
 from tests.conftest import BUCKET, ProjectKey, running
+from tests.support.events import drain, event_queue
 from tests.support.redis_cluster import Node, RedisClusterProcs, project_ids_on
 from tests.support.services import Server, start_server
 
@@ -293,35 +292,8 @@ async def test_exactly_k_with_projects_mixed_in_every_batch_over_three_gateways(
 @pytest.fixture(scope="module")
 def queue(s3: Any, s3_client: Any) -> Iterator[tuple[str, Any]]:
     """moto: bucket notifications → an SQS queue (real moto event bodies)."""
-    sqs = boto3.client("sqs", endpoint_url=s3.endpoint_url, region_name="us-east-1")
-    url = sqs.create_queue(QueueName=f"cluster-events-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    s3_client.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
-    )
-    _drain(sqs, url)
-    yield url, sqs
-    s3_client.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={})
-
-
-def _drain(sqs: Any, url: str) -> list[str]:
-    bodies: list[str] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not msgs:
-            return bodies
-        for m in msgs:
-            bodies.append(m["Body"])
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    with event_queue(s3.endpoint_url, s3_client, BUCKET, "cluster-events") as q:
+        yield q
 
 
 async def _upload(c: httpx.AsyncClient, p: ProjectKey, tenant: str, data: bytes) -> None:
@@ -357,7 +329,7 @@ async def test_webhook_bodies_and_sqs_batches_mixing_projects_settle(
     projects = await three_projects(state, cluster)
     for i, p in enumerate(projects):
         await _upload(c, p, "ev", b"w" * (100 + i))
-    records = [rec for b in _drain(sqs, url) for rec in json.loads(b).get("Records", [])]
+    records = [rec for b in drain(sqs, url) for rec in json.loads(b).get("Records", [])]
     assert len(records) == 3
     for _ in range(2):  # one body with the records of three projects; redelivered
         r = await c.post(WEBHOOK, json={"Records": records}, headers=SECRET)
