@@ -39,7 +39,10 @@ async def _storm(
     flush_at: int | None = None,
     redis_url: str | None = None,
 ) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=64)
+    # A fresh connection per request: a kept-alive one that sat idle while the machine
+    # was loaded can be closed by uvicorn (keep-alive timeout) just as it is reused, and
+    # httpx does not resend a POST (httpx.ReadError, seen once in CI through PgBouncer).
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=30) as c:
         sem = asyncio.Semaphore(64)
         done = 0
